@@ -1,0 +1,166 @@
+"""Voxel grid geometry in DICOM patient coordinates (LPS, millimetres).
+
+Arrays are indexed ``(z, y, x)`` (slice, row, column) everywhere in medview.  Geometry follows the
+DICOM/ITK convention: ``spacing``, ``origin`` and the columns of ``direction`` are given in
+``(x, y, z)`` order, so that
+
+    world = origin + direction @ (spacing * (x, y, z))
+
+where ``origin`` is the centre of voxel ``(0, 0, 0)``.  Conversion to RAS (NIfTI) happens only at
+file boundaries: see :func:`lps_to_ras_affine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medview.core.errors import MedviewError
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _as_tuple(values: Sequence[float] | np.ndarray, n: int, name: str) -> tuple[float, ...]:
+    arr = np.asarray(values, dtype=float).reshape(-1)
+    if arr.size != n:
+        raise MedviewError(f"{name} needs {n} values, got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise MedviewError(f"{name} contains a non-finite value: {arr.tolist()}")
+    return tuple(float(v) for v in arr)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Immutable description of a voxel grid in LPS world coordinates.
+
+    Parameters
+    ----------
+    shape
+        Array shape ``(z, y, x)`` in voxels.
+    spacing
+        Voxel size ``(x, y, z)`` in mm; all positive.
+    origin
+        World position (LPS, mm) of the centre of voxel ``(0, 0, 0)``.
+    direction
+        3x3 matrix whose columns are the world directions of the +x, +y and +z index axes.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = field(default=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(s) for s in self.shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise MedviewError(f"A volume needs three positive dimensions, got shape {self.shape}")
+        spacing = _as_tuple(self.spacing, 3, "spacing")
+        if min(spacing) <= 0:
+            raise MedviewError(f"Voxel spacing must be positive, got {spacing} mm")
+        direction = _as_tuple(self.direction, 9, "direction")
+        d = np.array(direction).reshape(3, 3)
+        if abs(abs(np.linalg.det(d)) - 1.0) > 1e-3:
+            raise MedviewError(f"Direction matrix is not a rotation (det={np.linalg.det(d):.4f})")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "origin", _as_tuple(self.origin, 3, "origin"))
+        object.__setattr__(self, "direction", direction)
+
+    # -- derived matrices -------------------------------------------------------------------
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        """3x3 array; column ``i`` is the world direction of index axis ``i`` (x, y, z)."""
+        return np.array(self.direction, dtype=float).reshape(3, 3)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous ``(x, y, z, 1)`` indices to LPS mm."""
+        a = np.eye(4)
+        a[:3, :3] = self.direction_matrix * np.array(self.spacing)[None, :]
+        a[:3, 3] = self.origin
+        return a
+
+    @property
+    def ras_affine(self) -> np.ndarray:
+        """The affine as NIfTI stores it: ``(x, y, z)`` indices to RAS mm."""
+        return lps_to_ras_affine(self.affine)
+
+    @property
+    def size_xyz(self) -> tuple[int, int, int]:
+        """Grid size in ``(x, y, z)`` order, as ITK and NIfTI report it."""
+        z, y, x = self.shape
+        return (x, y, z)
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(np.prod(self.spacing))
+
+    @property
+    def extent_mm(self) -> tuple[float, float, float]:
+        """Physical size ``(x, y, z)`` in mm, from the first to the last voxel edge."""
+        return tuple(n * s for n, s in zip(self.size_xyz, self.spacing, strict=True))  # type: ignore[return-value]
+
+    # -- coordinate transforms ------------------------------------------------------------------
+    def index_to_world(self, index_xyz: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Map ``(..., 3)`` continuous indices in ``(x, y, z)`` order to LPS mm."""
+        idx = np.asarray(index_xyz, dtype=float)
+        m = self.direction_matrix * np.array(self.spacing)[None, :]
+        return idx @ m.T + np.array(self.origin)
+
+    def world_to_index(self, point_lps: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Map ``(..., 3)`` LPS mm points to continuous ``(x, y, z)`` indices."""
+        p = np.asarray(point_lps, dtype=float) - np.array(self.origin)
+        m = self.direction_matrix * np.array(self.spacing)[None, :]
+        return p @ np.linalg.inv(m).T
+
+    def contains_index(self, index_xyz: Sequence[float]) -> bool:
+        """True when the rounded ``(x, y, z)`` index lies inside the grid."""
+        i = np.rint(np.asarray(index_xyz, dtype=float)).astype(int)
+        return bool(np.all(i >= 0) and np.all(i < np.array(self.size_xyz)))
+
+    def slice_normal(self) -> np.ndarray:
+        """World direction of increasing slice index (z)."""
+        return self.direction_matrix[:, 2].copy()
+
+    def is_same_grid(self, other: Geometry, tol_mm: float = 1e-3) -> bool:
+        """True when both grids place every voxel within ``tol_mm`` of each other."""
+        if self.shape != other.shape:
+            return False
+        corners = np.array(
+            [[0, 0, 0], [self.size_xyz[0] - 1, self.size_xyz[1] - 1, self.size_xyz[2] - 1]], dtype=float
+        )
+        return bool(np.allclose(self.index_to_world(corners), other.index_to_world(corners), atol=tol_mm))
+
+    @classmethod
+    def from_affine(cls, shape: Sequence[int], affine_lps: np.ndarray) -> Geometry:
+        """Build from a 4x4 LPS affine (index ``(x, y, z)`` -> mm)."""
+        a = np.asarray(affine_lps, dtype=float)
+        m = a[:3, :3]
+        spacing = np.linalg.norm(m, axis=0)
+        if np.any(spacing <= 0):
+            raise MedviewError("Affine has a zero-length axis")
+        direction = m / spacing[None, :]
+        # Re-orthonormalise tiny float noise (e.g. from NIfTI's float32 sform) via polar decomposition.
+        u, _, vt = np.linalg.svd(direction)
+        return cls(tuple(shape), tuple(spacing), tuple(a[:3, 3]), tuple((u @ vt).reshape(-1)))
+
+    def orientation_code(self) -> str:
+        """Three letters naming where +x, +y, +z point, e.g. ``'LPS'`` for standard axial DICOM."""
+        letters = (("L", "R"), ("P", "A"), ("S", "I"))
+        code = []
+        for col in self.direction_matrix.T:
+            axis = int(np.argmax(np.abs(col)))
+            code.append(letters[axis][0] if col[axis] > 0 else letters[axis][1])
+        return "".join(code)
+
+
+def lps_to_ras_affine(affine_lps: np.ndarray) -> np.ndarray:
+    """Convert an index->LPS affine into index->RAS (flip the first two world axes)."""
+    return _LPS_TO_RAS @ np.asarray(affine_lps, dtype=float)
+
+
+def ras_to_lps_affine(affine_ras: np.ndarray) -> np.ndarray:
+    """Convert an index->RAS affine (NIfTI) into index->LPS."""
+    return _LPS_TO_RAS @ np.asarray(affine_ras, dtype=float)

@@ -1,0 +1,75 @@
+"""Label maps: integer segmentations on a volume's grid plus a label table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medview.core.errors import MedviewError
+from medview.core.geometry import Geometry
+
+# A colour cycle with good contrast on greyscale images (RGB 0-255).
+_DEFAULT_COLORS = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+]
+
+
+def default_color(value: int) -> tuple[int, int, int]:
+    """A distinct colour for label ``value`` (1-based)."""
+    return _DEFAULT_COLORS[(value - 1) % len(_DEFAULT_COLORS)]
+
+
+@dataclass
+class Label:
+    """One entry of a label table."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int] = (255, 0, 0)
+    visible: bool = True
+    opacity: float = 0.5
+    locked: bool = False
+
+
+@dataclass
+class LabelMap:
+    """An integer array ``(z, y, x)`` on a geometry; 0 is background."""
+
+    array: np.ndarray
+    geometry: Geometry
+    labels: list[Label] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3 or tuple(self.array.shape) != self.geometry.shape:
+            raise MedviewError(
+                f"Label array shape {self.array.shape} does not match the image grid {self.geometry.shape}"
+            )
+        if not np.issubdtype(self.array.dtype, np.integer):
+            raise MedviewError(f"Label maps must hold integers, got {self.array.dtype}")
+        if self.array.dtype not in (np.uint8, np.uint16):
+            if self.array.min(initial=0) < 0 or self.array.max(initial=0) > 65535:
+                raise MedviewError("Label values must lie between 0 and 65535")
+            dtype = np.uint8 if self.array.max(initial=0) < 256 else np.uint16
+            self.array = self.array.astype(dtype)
+        if not self.labels:
+            self.labels = [Label(int(v), f"Label {int(v)}", default_color(int(v))) for v in self.present_values()]
+
+    def present_values(self) -> list[int]:
+        """Non-zero values that occur in the array, ascending."""
+        return [int(v) for v in np.unique(self.array) if v != 0]
+
+    def label(self, value: int) -> Label:
+        for entry in self.labels:
+            if entry.value == value:
+                return entry
+        raise MedviewError(f"No label with value {value}; the table has {[e.value for e in self.labels]}")
+
+    def voxel_count(self, value: int) -> int:
+        return int(np.count_nonzero(self.array == value))
+
+    def volume_ml(self, value: int) -> float:
+        """Volume of one label in millilitres (1 mL = 1000 mm^3)."""
+        return self.voxel_count(value) * self.geometry.voxel_volume_mm3 / 1000.0

@@ -1,0 +1,1 @@
+"""Readers and writers: DICOM through pydicom and its codecs, research formats through SimpleITK."""

@@ -1,0 +1,1 @@
+"""DICOM: header-only scanning (scan.py) and pixel loading (load.py)."""

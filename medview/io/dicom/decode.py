@@ -1,0 +1,92 @@
+"""Decoding of one file's frames through pydicom and its codec plugins (run in worker processes).
+
+Returns stored values (before rescale): the loader applies each frame's slope and intercept while it
+copies into the volume.  Colour is returned as RGB (YBR converted by pydicom, palettes applied).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
+from pydicom.uid import UID
+
+from medview.core.errors import CorruptFileError, DecodeError
+from medview.io.dicom.headers import open_source, read_dataset
+
+_CODEC_HINTS = {
+    "JPEG-LS": "pyjpegls or python-gdcm",
+    "JPEG 2000": "pylibjpeg-openjpeg or python-gdcm",
+    "JPEG": "pylibjpeg-libjpeg or python-gdcm",
+    "RLE": "pylibjpeg-rle (pydicom decodes RLE itself too)",
+}
+
+
+def transfer_syntax_name(uid: str) -> str:
+    try:
+        return f"{UID(uid).name} ({uid})"
+    except Exception:  # noqa: BLE001 - unknown UID
+        return uid
+
+
+# Fastest plugin first, measured on 305 CT slices of 512x512 (ms per slice, one core):
+# JPEG-LS pyjpegls 5.0 < gdcm 6.7 < pylibjpeg 16.  Others follow pydicom's own order.
+_PREFERRED_PLUGINS = {
+    "1.2.840.10008.1.2.4.80": ("pyjpegls", "gdcm"),
+    "1.2.840.10008.1.2.4.81": ("pyjpegls", "gdcm"),
+    "1.2.840.10008.1.2.5": ("pylibjpeg", "gdcm"),
+}
+
+
+def _plugin_for(ts: str) -> str:
+    preferred = _PREFERRED_PLUGINS.get(ts)
+    if not preferred:
+        return ""
+    try:
+        available = get_decoder(UID(ts)).available_plugins
+    except Exception:  # noqa: BLE001 - no decoder at all: let pydicom report it
+        return ""
+    return next((p for p in preferred if p in available), "")
+
+
+def decode_frames(path: str, member: str | None, frames: list[int]) -> list[np.ndarray]:
+    """Decode the given 0-based frames of one file; each result is (rows, cols[, samples])."""
+    location = f"{path}!{member}" if member else path
+    try:
+        with open_source(path, member) as fp:
+            ds = read_dataset(fp, header_only=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a file that scanned fine
+        raise CorruptFileError(f"Cannot read {location}: {exc}") from None
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    plugin = _plugin_for(ts)
+    out = []
+    for index in frames:
+        try:
+            try:
+                arr = pixel_array(ds, index=index if n_frames > 1 else None, decoding_plugin=plugin)
+            except Exception:
+                if not plugin:
+                    raise
+                plugin = ""  # the preferred plugin failed on this stream: let pydicom choose
+                arr = pixel_array(ds, index=index if n_frames > 1 else None)
+        except Exception as exc:  # noqa: BLE001 - pydicom/codec errors come in many types
+            raise _decode_error(exc, ds, location) from None
+        if n_frames == 1 and arr.ndim == (4 if ds.get("SamplesPerPixel", 1) > 1 else 3):
+            arr = arr[0]
+        if palette:
+            arr = apply_color_lut(arr, ds)
+        out.append(np.ascontiguousarray(arr))
+    return out
+
+
+def _decode_error(exc: Exception, ds, location: str) -> Exception:
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    name = transfer_syntax_name(ts)
+    text = str(exc)
+    if "plugin" in text.lower() or "no pixel data handler" in text.lower() or "not supported" in text.lower():
+        hint = next((v for k, v in _CODEC_HINTS.items() if k.lower() in name.lower()), "a pydicom codec plugin")
+        return DecodeError(f"No decoder available for {name} in {location}; install {hint}")
+    if "length" in text.lower() or "truncat" in text.lower() or "end of" in text.lower():
+        return CorruptFileError(f"Pixel data of {location} is incomplete (truncated file?): {text}")
+    return DecodeError(f"Cannot decode the {name} pixel data of {location}: {text}")

@@ -1,0 +1,368 @@
+"""Header-only parsing of DICOM files into small, picklable :class:`FrameRecord` objects.
+
+One record per frame: a classic CT/MR slice file gives one record, an enhanced multi-frame file gives
+one per frame with the frame's own position, orientation and rescale taken from its per-frame
+functional groups.  Grouping, sorting and geometry work on records only, so the scan never touches
+pixel data and can run in worker processes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
+# Elements larger than this are not read during the scan; pydicom records their file offset instead.
+_DEFER_SIZE = 4096
+
+# SOP classes that carry no image (reports, structures, plans): skipped with a note.
+_NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "KO", "PR", "REG", "RWV", "DOC"}
+
+
+@dataclass(slots=True)
+class FrameRecord:
+    """Everything the scan and loader need to know about one frame, without its pixels."""
+
+    path: str
+    member: str | None  # name inside a zip archive, else None
+    frame: int  # 0-based frame index inside the file
+    n_frames: int
+    file_size: int
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    modality: str
+    series_description: str
+    series_number: int | None
+    patient_name: str
+    patient_id: str
+    study_date: str
+    acquisition_number: int | None
+    instance_number: int | None
+    image_type: tuple[str, ...]
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float, float, float] | None
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) mm
+    spacing_source: str
+    slice_thickness: float | None
+    spacing_between_slices: float | None
+    slope: float
+    intercept: float
+    rescale_type: str
+    windows: list[tuple[float, float, str]] = field(default_factory=list)
+    gantry_tilt: float = 0.0
+    stack_key: tuple[Any, ...] = ()
+    pixel_offset: int | None = None  # file offset of native little-endian pixel bytes, else None
+    pixel_length: int = 0
+    encapsulated: bool = False
+    float_pixels: bool = False
+    has_palette: bool = False
+    is_enhanced: bool = False
+
+    @property
+    def location(self) -> str:
+        """Human-readable place of this frame for messages."""
+        where = f"{self.path}!{self.member}" if self.member else self.path
+        return f"{where} frame {self.frame + 1}" if self.n_frames > 1 else where
+
+    @property
+    def frame_bytes(self) -> int:
+        """Uncompressed size of one frame in bytes."""
+        return self.rows * self.columns * self.samples_per_pixel * max(self.bits_allocated // 8, 1)
+
+
+_KEYWORDS = (
+    "Modality", "ImageType", "SOPClassUID", "SOPInstanceUID", "StudyDate", "SeriesDescription", "PatientName",
+    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "AcquisitionNumber", "InstanceNumber",
+    "ImagePositionPatient", "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices",
+    "GantryDetectorTilt", "SamplesPerPixel", "PhotometricInterpretation", "NumberOfFrames", "Rows", "Columns",
+    "PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing", "BitsAllocated", "BitsStored",
+    "PixelRepresentation", "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "RescaleIntercept",
+    "RescaleSlope", "RescaleType", "RedPaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
+    "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "PlanePositionSequence",
+    "PlaneOrientationSequence", "PixelMeasuresSequence", "PixelValueTransformationSequence",
+    "FrameVOILUTSequence", "FrameContentSequence", "StackID", "TemporalPositionIndex",
+)
+TAG = {kw: tag_for_keyword(kw) for kw in _KEYWORDS}
+_TEXT_VRS = {"DS", "IS", "UI", "CS", "DA", "TM", "AS"}
+_BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+
+
+def _values(ds: Dataset, keyword: str) -> list[Any] | None:
+    """Values of an element as a list, or None when absent or empty.
+
+    Header scanning is the hot loop of opening a study (one call per tag per file), and pydicom's
+    generic conversion costs about as much as parsing the file.  Plain ASCII and binary numbers are
+    therefore read straight from the raw element (measured: scan of 305 CT files 0.29 s -> 0.13 s);
+    everything else (names, descriptions with character sets, sequences) goes through pydicom.
+    """
+    tag = TAG[keyword]
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement) and elem.value is not None:
+        vr = elem.VR or dictionary_VR(tag)
+        raw = elem.value
+        if vr in _TEXT_VRS:
+            text = raw.decode("latin-1").strip(" \x00")
+            return [p.strip(" \x00") for p in text.split("\\")] if text else None
+        if vr in _BINARY_VRS:
+            size = struct.calcsize(_BINARY_VRS[vr])
+            n = len(raw) // size
+            order = "<" if elem.is_little_endian else ">"
+            return list(struct.unpack(f"{order}{n}{_BINARY_VRS[vr]}", raw[: n * size])) if n else None
+    try:
+        value = ds[tag].value
+    except Exception:  # noqa: BLE001 - a malformed element: treat as absent
+        return None
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | bytes | int | float) or not hasattr(value, "__iter__"):
+        return [value]
+    return list(value)
+
+
+def _str(ds: Dataset, keyword: str) -> str:
+    v = _values(ds, keyword)
+    return "\\".join(str(x) for x in v) if v else ""
+
+
+def _float_tuple(ds: Dataset | None, keyword: str, n: int) -> tuple[float, ...] | None:
+    v = _values(ds, keyword) if ds is not None else None
+    if not v or len(v) != n:
+        return None
+    try:
+        return tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _first_float(ds: Dataset | None, keyword: str) -> float | None:
+    v = _values(ds, keyword) if ds is not None else None
+    try:
+        return float(v[0]) if v else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(ds: Dataset | None, keyword: str) -> int | None:
+    v = _first_float(ds, keyword)
+    return int(v) if v is not None else None
+
+
+def _windows(ds: Dataset) -> list[tuple[float, float, str]]:
+    centers, widths = _values(ds, "WindowCenter"), _values(ds, "WindowWidth")
+    if not centers or not widths:
+        return []
+    names = _values(ds, "WindowCenterWidthExplanation") or []
+    out = []
+    for i, (c, w) in enumerate(zip(centers, widths, strict=False)):
+        try:
+            c_f, w_f = float(c), float(w)
+        except (TypeError, ValueError):
+            continue
+        if w_f > 0:
+            out.append((c_f, w_f, str(names[i]) if i < len(names) else ""))
+    return out
+
+
+def _seq_item(ds: Dataset | None, keyword: str) -> Dataset | None:
+    if ds is None or TAG[keyword] not in ds._dict:
+        return None
+    seq = ds[TAG[keyword]].value
+    return seq[0] if seq else None
+
+
+def _functional(frame_group: Dataset | None, shared: Dataset | None, keyword: str) -> Dataset | None:
+    """A functional group macro item: the per-frame one if present, else the shared one."""
+    return _seq_item(frame_group, keyword) or _seq_item(shared, keyword)
+
+
+def open_source(path: str, member: str | None) -> BinaryIO:
+    """Open a file, or a member of a zip archive, for binary reading."""
+    if member is None:
+        return open(path, "rb")  # noqa: SIM115 - caller closes
+    with zipfile.ZipFile(path) as zf:
+        return io.BytesIO(zf.read(member))
+
+
+def looks_like_dicom(head: bytes) -> bool:
+    """True for a Part 10 file ('DICM' at 128) or a bare dataset starting with a group 0008 tag."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    return len(head) >= 8 and head[:2] == b"\x08\x00" and head[2:4] in (b"\x00\x00", b"\x05\x00", b"\x08\x00",
+                                                                       b"\x16\x00", b"\x18\x00")
+
+
+def read_dataset(fp: BinaryIO, *, header_only: bool) -> Dataset:
+    """pydicom read with the options medview uses everywhere."""
+    head = fp.read(132)
+    fp.seek(0)
+    force = not (len(head) >= 132 and head[128:132] == b"DICM")
+    if header_only:
+        return pydicom.dcmread(fp, defer_size=_DEFER_SIZE, force=force)
+    return pydicom.dcmread(fp, force=force)
+
+
+def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: int) -> list[FrameRecord]:
+    """Turn one parsed header into one record per frame.  Raises ValueError if it is not an image."""
+    pixel_tag = next((t for t in PIXEL_DATA_TAGS if t in ds._dict), None)
+    if pixel_tag is None:
+        raise ValueError("no pixel data")
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if not ts:
+        ts = pydicom.uid.ImplicitVRLittleEndian if ds.is_implicit_VR is not False else pydicom.uid.ExplicitVRLittleEndian
+    tsuid = UID(ts)
+    rows, cols = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0
+    if rows <= 0 or cols <= 0:
+        raise ValueError("image has no rows or columns")
+    n_frames = max(_int(ds, "NumberOfFrames") or 1, 1)
+    spp = _int(ds, "SamplesPerPixel") or 1
+    bits_alloc = _int(ds, "BitsAllocated") or 16
+    raw = ds._dict[pixel_tag]  # raw element: its file offset is known without reading the value
+    value_tell = getattr(raw, "value_tell", None)
+    length = int(getattr(raw, "length", 0) or 0)
+    encapsulated = bool(tsuid.is_compressed) if tsuid.is_transfer_syntax else False
+    offset = None
+    if (not encapsulated and value_tell is not None and tsuid.is_transfer_syntax and tsuid.is_little_endian
+            and not tsuid.is_deflated and member is None and getattr(raw, "value", None) is None):
+        offset = int(value_tell)
+    frame_bytes = rows * cols * spp * (bits_alloc // 8)
+
+    modality = _str(ds, "Modality")
+    common = dict(
+        path=path, member=member, n_frames=n_frames, file_size=file_size, transfer_syntax=str(tsuid),
+        sop_class_uid=_str(ds, "SOPClassUID"), sop_instance_uid=_str(ds, "SOPInstanceUID"),
+        series_uid=_str(ds, "SeriesInstanceUID") or f"nouid:{path}", study_uid=_str(ds, "StudyInstanceUID"),
+        modality=modality, series_description=_str(ds, "SeriesDescription"),
+        series_number=_int(ds, "SeriesNumber"), patient_name=_str(ds, "PatientName"),
+        patient_id=_str(ds, "PatientID"), study_date=_str(ds, "StudyDate"),
+        acquisition_number=_int(ds, "AcquisitionNumber"), instance_number=_int(ds, "InstanceNumber"),
+        image_type=tuple(str(v) for v in (_values(ds, "ImageType") or [])),
+        rows=rows, columns=cols, samples_per_pixel=spp, bits_allocated=bits_alloc,
+        bits_stored=_int(ds, "BitsStored") or bits_alloc, pixel_representation=_int(ds, "PixelRepresentation") or 0,
+        photometric=_str(ds, "PhotometricInterpretation").strip() or "MONOCHROME2",
+        slice_thickness=_first_float(ds, "SliceThickness"),
+        spacing_between_slices=_first_float(ds, "SpacingBetweenSlices"),
+        gantry_tilt=_first_float(ds, "GantryDetectorTilt") or 0.0,
+        pixel_length=length, encapsulated=encapsulated, float_pixels=pixel_tag != 0x7FE00010,
+        has_palette=TAG["RedPaletteColorLookupTableData"] in ds._dict
+        or TAG["SegmentedRedPaletteColorLookupTableData"] in ds._dict,
+    )
+    spacing, spacing_source = _pixel_spacing(ds)
+    base_windows = _windows(ds)
+    slope = _first_float(ds, "RescaleSlope")
+    intercept = _first_float(ds, "RescaleIntercept")
+    rescale_type = _str(ds, "RescaleType") or ("HU" if modality == "CT" else "")
+
+    def frame_offset(i: int) -> int | None:
+        return None if offset is None else offset + i * frame_bytes
+
+    if TAG["PerFrameFunctionalGroupsSequence"] not in ds._dict and TAG["SharedFunctionalGroupsSequence"] not in ds._dict:
+        position = _float_tuple(ds, "ImagePositionPatient", 3)
+        orientation = _float_tuple(ds, "ImageOrientationPatient", 6)
+        return [FrameRecord(
+            frame=i, position=position, orientation=orientation,  # type: ignore[arg-type]
+            pixel_spacing=spacing, spacing_source=spacing_source,
+            slope=1.0 if slope is None else slope, intercept=0.0 if intercept is None else intercept,
+            rescale_type=rescale_type, windows=base_windows, pixel_offset=frame_offset(i), **common,
+        ) for i in range(n_frames)]
+
+    # Enhanced multi-frame: each frame's macros come from its per-frame item, else the shared item.
+    per_frame = ds[TAG["PerFrameFunctionalGroupsSequence"]].value if TAG["PerFrameFunctionalGroupsSequence"] \
+        in ds._dict else None
+    shared = _seq_item(ds, "SharedFunctionalGroupsSequence")
+    records = []
+    for i in range(n_frames):
+        group = per_frame[i] if per_frame is not None and i < len(per_frame) else None
+        plane_pos = _functional(group, shared, "PlanePositionSequence")
+        plane_ori = _functional(group, shared, "PlaneOrientationSequence")
+        measures = _functional(group, shared, "PixelMeasuresSequence")
+        transform = _functional(group, shared, "PixelValueTransformationSequence")
+        voi = _functional(group, shared, "FrameVOILUTSequence")
+        content = _seq_item(group, "FrameContentSequence")
+        f_spacing = _float_tuple(measures, "PixelSpacing", 2)
+        f_slope = _first_float(transform, "RescaleSlope")
+        f_intercept = _first_float(transform, "RescaleIntercept")
+        stack_key: tuple[Any, ...] = ()
+        if content is not None:
+            stack_key = (_str(content, "StackID"), _int(content, "TemporalPositionIndex"))
+        record = FrameRecord(
+            frame=i,
+            position=_float_tuple(plane_pos, "ImagePositionPatient", 3),  # type: ignore[arg-type]
+            orientation=_float_tuple(plane_ori, "ImageOrientationPatient", 6),  # type: ignore[arg-type]
+            pixel_spacing=f_spacing or spacing,  # type: ignore[arg-type]
+            spacing_source="PixelSpacing" if f_spacing else spacing_source,
+            slope=f_slope if f_slope is not None else (1.0 if slope is None else slope),
+            intercept=f_intercept if f_intercept is not None else (0.0 if intercept is None else intercept),
+            rescale_type=(_str(transform, "RescaleType") if transform is not None else "") or rescale_type,
+            windows=_windows(voi) if voi is not None else base_windows,
+            stack_key=stack_key, pixel_offset=frame_offset(i), is_enhanced=True, **common,
+        )
+        if record.slice_thickness is None:
+            record.slice_thickness = _first_float(measures, "SliceThickness")
+        records.append(record)
+    return records
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        value = _float_tuple(ds, keyword, 2)
+        if value is not None and min(value) > 0:
+            return value, keyword  # type: ignore[return-value]
+    return None, ""
+
+
+def read_headers(path: str, member: str | None = None) -> tuple[list[FrameRecord], str | None]:
+    """Parse one file's header.  Returns (records, None) or ([], reason it was skipped)."""
+    try:
+        if member is None:
+            file_size = os.path.getsize(path)
+            if file_size == 0:
+                return [], "empty file (0 bytes)"
+        with open_source(path, member) as fp:
+            if member is not None:
+                file_size = len(fp.getbuffer())  # type: ignore[attr-defined]
+            head = fp.read(132)
+            if not looks_like_dicom(head):
+                return [], "not a DICOM file"
+            fp.seek(0)
+            ds = read_dataset(fp, header_only=True)
+            modality = _str(ds, "Modality")
+            if modality in _NON_IMAGE_MODALITIES:
+                return [], f"{modality} object, not an image"
+            return records_from_dataset(ds, path, member, file_size), None
+    except (InvalidDicomError, EOFError) as exc:
+        return [], f"damaged DICOM header: {exc}"
+    except ValueError as exc:
+        return [], str(exc) or "unreadable header"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return [], f"cannot read: {exc}"
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
+        return [], f"malformed DICOM ({type(exc).__name__}: {exc})"
+
+
+def read_headers_batch(items: list[tuple[str, str | None]]) -> list[tuple[list[FrameRecord], str | None]]:
+    """Worker-process entry point: parse a chunk of files."""
+    return [read_headers(p, m) for p, m in items]

@@ -1,0 +1,87 @@
+"""A lazily started process pool shared by header scanning and compressed-pixel decoding.
+
+pydicom's parsing and its codec plugins (gdcm, pyjpegls, pylibjpeg) hold the GIL -- measured: two
+threads decode JPEG-LS no faster than one -- so parallel work needs processes.  Start method:
+
+* ``fork`` when this process runs a single thread (CLI, scripts, batch workers): workers start in
+  milliseconds and inherit the imported codecs;
+* ``forkserver`` otherwise (the GUI runs Qt threads, and forking a threaded process can deadlock).
+  Like any spawn-style pool this imports the ``__main__`` module in each worker, so scripts need the
+  usual ``if __name__ == "__main__":`` guard.
+
+If the pool cannot start or a worker dies, callers fall back to working in this process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+_POOL: ProcessPoolExecutor | None = None
+_DISABLED = False
+_LOCK = threading.Lock()
+
+PoolFailure = (BrokenProcessPool, OSError, RuntimeError)
+
+
+def worker_count() -> int:
+    """Processes to use: ``MEDVIEW_WORKERS`` or the number of CPUs available to this process."""
+    configured = os.environ.get("MEDVIEW_WORKERS")
+    if configured and configured.isdigit():
+        return max(int(configured), 1)
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def pool_available() -> bool:
+    return not _DISABLED and worker_count() > 1
+
+
+def process_pool() -> ProcessPoolExecutor:
+    """The shared pool, started on first use."""
+    global _POOL
+    with _LOCK:
+        if _POOL is None:
+            if threading.active_count() == 1:
+                ctx = mp.get_context("fork")
+            else:
+                ctx = mp.get_context("forkserver")
+                ctx.set_forkserver_preload(["medview.io.dicom.headers", "medview.io.dicom.decode"])
+            _POOL = ProcessPoolExecutor(max_workers=worker_count(), mp_context=ctx)
+        return _POOL
+
+
+def disable_pool(reason: BaseException | None = None) -> None:
+    """Stop using processes for the rest of this session (after a worker failed to start or died)."""
+    global _DISABLED
+    _DISABLED = True
+    shutdown()
+
+
+def warm_up() -> None:
+    """Start the workers now (e.g. while the GUI draws its window) so that the first load is fast."""
+    if not pool_available():
+        return
+    try:
+        pool = process_pool()
+        for fut in [pool.submit(os.getpid) for _ in range(worker_count())]:
+            fut.result()
+    except PoolFailure as exc:
+        disable_pool(exc)
+
+
+def shutdown() -> None:
+    global _POOL
+    with _LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown)
