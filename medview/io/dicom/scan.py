@@ -261,7 +261,7 @@ def _split_repeated_positions(recs: list[FrameRecord]) -> list[list[FrameRecord]
 def _build_series(uid: str, parts_total: int, index: int, recs: list[FrameRecord], source: str) -> SeriesInfo:
     first = recs[0]
     warnings: list[str] = []
-    label = f"Series {first.series_number}" if first.series_number is not None else "The series"
+    label = f"Series {first.series_number}" if first.series_number is not None else f"Series {uid}"
     ps = first.pixel_spacing
     if ps is None:
         ps = (1.0, 1.0)
@@ -333,6 +333,14 @@ def _stack_geometry(recs: list[FrameRecord], ps: tuple[float, float], label: str
     dist = dist[keep]
 
     first_pos = np.array(recs[0].position)
+    axial = abs(normal[2]) > 0.999
+
+    def where(rec: FrameRecord) -> str:
+        """A slice's place as a reader sees it: z for axial stacks, else distance along the normal."""
+        if axial:
+            return f"z={rec.position[2]:.1f}"  # type: ignore[index]
+        return f"{float(np.dot(rec.position, normal)):.1f} (along the slice normal)"  # type: ignore[arg-type]
+
     if len(recs) == 1:
         dz = recs[0].spacing_between_slices or recs[0].slice_thickness or 1.0
         slots: list[FrameRecord | None] = list(recs)
@@ -350,9 +358,9 @@ def _stack_geometry(recs: list[FrameRecord], ps: tuple[float, float], label: str
                 slots.append(rec)
                 if i < len(gaps) and counts[i] > 1:
                     slots.extend([None] * (counts[i] - 1))
-                    descriptions.append(f"{counts[i] - 1} between {dist[i]:.1f} and {dist[i + 1]:.1f} mm")
+                    descriptions.append(f"{counts[i] - 1} between {where(recs[i])} and {where(recs[i + 1])} mm")
             warnings.append(
-                f"{label} has {missing} missing slice(s) ({'; '.join(descriptions)} along the slice normal); "
+                f"{label} has {missing} missing slice(s): {'; '.join(descriptions)}; "
                 "the gap is shown as empty slices so that positions stay exact")
             dz = (dist[-1] - dist[0]) / (len(slots) - 1)
         else:

@@ -1,0 +1,69 @@
+"""The one worker mechanism of the GUI: a QRunnable on the global QThreadPool.
+
+The job is a plain function from the GUI-free core that takes a ``task: TaskContext``.  Its progress,
+result and error arrive on the main thread through queued signals; Cancel sets the task's token.
+The job never touches a widget.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from medview.core.errors import CancelledError, MedviewError
+from medview.core.tasks import TaskContext
+
+log = logging.getLogger(__name__)
+
+
+class WorkerSignals(QObject):
+    progress = Signal(float, str)
+    partial = Signal(object, int)  # e.g. (volume still filling, index of the slice ready)
+    finished = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+
+
+class Worker(QRunnable):
+    """Run ``fn(*args, task=..., **kwargs)`` in the thread pool."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.setAutoDelete(False)  # the GUI holds it until finished, so signals stay valid
+        self.signals = WorkerSignals()
+        self.task = TaskContext(on_progress=self.signals.progress.emit)
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.done = False
+
+    def cancel(self) -> None:
+        self.task.token.cancel()
+
+    def run(self) -> None:
+        try:
+            result = self.fn(*self.args, task=self.task, **self.kwargs)
+        except CancelledError:
+            self.signals.cancelled.emit()
+        except MedviewError as exc:
+            log.warning("job failed: %s", exc)
+            self.signals.failed.emit(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: keep the GUI alive and say what happened
+            log.error("unexpected error in worker:\n%s", traceback.format_exc())
+            self.signals.failed.emit(f"Unexpected error ({type(exc).__name__}): {exc}")
+        else:
+            self.signals.finished.emit(result)
+        finally:
+            self.done = True
+
+
+def start(worker: Worker) -> Worker:
+    QThreadPool.globalInstance().start(worker)
+    return worker
+
+
+def wait_for_all(timeout_ms: int = 10_000) -> bool:
+    """Block until running workers end (used when the application quits)."""
+    return QThreadPool.globalInstance().waitForDone(timeout_ms)

@@ -1,0 +1,57 @@
+"""Shared fixtures: real data from ../shared/data (skipped when absent) and series made by plastimatch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "radiomics-cases"
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (make test installs it)")
+    return path
+
+
+def shared_case(name: str) -> Path:
+    """A file of ../shared/data/radiomics-cases, or skip when this clone has no ../shared."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is not available (tests with real cases need ../shared/data)")
+    return path
+
+
+def plastimatch_series(volume_file: Path, out_dir: Path, modality: str = "CT", extra: list[str] | None = None) -> Path:
+    """Turn a NRRD/NIfTI volume into a DICOM series with plastimatch (an independent DICOM writer)."""
+    require_tool("plastimatch")
+    cmd = ["plastimatch", "convert", "--input", str(volume_file), "--output-dicom", str(out_dir),
+           "--patient-id", "TEST", *(["--modality", modality] if modality != "CT" else []), *(extra or [])]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out_dir
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix == ".dcm" and p.name.startswith("image"))
+
+
+@pytest.fixture(scope="session")
+def lung1_series(tmp_path_factory) -> Path:
+    """The real lung1 CT (512x512x48, 0.57x0.57x5 mm) as a plastimatch DICOM series."""
+    src = shared_case("lung1_image.nrrd")
+    return plastimatch_series(src, tmp_path_factory.mktemp("lung1") / "dicom")
+
+
+@pytest.fixture(scope="session")
+def brain1_series(tmp_path_factory) -> Path:
+    """The real brain1 MR (y direction -1 in the NRRD) as a plastimatch MR series."""
+    src = shared_case("brain1_image.nrrd")
+    return plastimatch_series(src, tmp_path_factory.mktemp("brain1") / "dicom", modality="MR")
