@@ -115,6 +115,7 @@ class MainWindow(QMainWindow):
 
     load_finished = Signal(object)
     load_failed = Signal(str)
+    load_cancelled = Signal()
 
     def __init__(self) -> None:
         super().__init__()
@@ -223,6 +224,7 @@ class MainWindow(QMainWindow):
     def _on_cancelled(self) -> None:
         self._end_load()
         self.statusBar().showMessage("Loading cancelled", 5000)
+        self.load_cancelled.emit()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         if self.worker is not None and not self.worker.done:

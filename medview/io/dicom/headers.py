@@ -20,6 +20,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
@@ -137,9 +138,9 @@ def _values(ds: Dataset, keyword: str) -> list[Any] | None:
         return None
     if value is None or value == "":
         return None
-    if isinstance(value, str | bytes | int | float) or not hasattr(value, "__iter__"):
-        return [value]
-    return list(value)
+    if isinstance(value, MultiValue | list | tuple):
+        return list(value)
+    return [value]  # one value, including PersonName (iterable, but not a list of values)
 
 
 def _str(ds: Dataset, keyword: str) -> str:

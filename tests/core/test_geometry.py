@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medview.core.errors import MedviewError
+from medview.core.geometry import Geometry, lps_to_ras_affine, ras_to_lps_affine
+
+
+def _oblique() -> Geometry:
+    a = np.radians(30)
+    d = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    return Geometry((20, 30, 40), (0.5, 0.8, 2.5), (-100.0, 50.0, 10.0), tuple(d.reshape(-1)))
+
+
+def test_index_world_round_trip() -> None:
+    g = _oblique()
+    idx = np.array([[0, 0, 0], [39, 29, 19], [3.5, 7.25, 11.0]])
+    np.testing.assert_allclose(g.world_to_index(g.index_to_world(idx)), idx, atol=1e-9)
+
+
+def test_affine_matches_definition() -> None:
+    g = _oblique()
+    x, y, z = 4.0, 5.0, 6.0
+    expected = np.array(g.origin) + g.direction_matrix @ (np.array(g.spacing) * [x, y, z])
+    np.testing.assert_allclose(g.affine @ [x, y, z, 1], [*expected, 1])
+    np.testing.assert_allclose(g.index_to_world([x, y, z]), expected)
+
+
+def test_ras_conversion_flips_first_two_world_axes() -> None:
+    g = Geometry((2, 2, 2), (1, 1, 1), (10, 20, 30))
+    ras = g.ras_affine
+    np.testing.assert_allclose(ras[:3, 3], [-10, -20, 30])
+    np.testing.assert_allclose(ras_to_lps_affine(lps_to_ras_affine(g.affine)), g.affine)
+
+
+def test_from_affine_recovers_geometry() -> None:
+    g = _oblique()
+    h = Geometry.from_affine(g.shape, g.affine)
+    assert h.is_same_grid(g, tol_mm=1e-9)
+    np.testing.assert_allclose(h.spacing, g.spacing)
+
+
+@pytest.mark.parametrize(("direction", "code"), [
+    ((1, 0, 0, 0, 1, 0, 0, 0, 1), "LPS"),
+    ((-1, 0, 0, 0, -1, 0, 0, 0, 1), "RAS"),
+    ((1, 0, 0, 0, 0, 1, 0, -1, 0), "LIP"),  # columns: +x->L, +y->I, +z->P (a coronal stack)
+])
+def test_orientation_code(direction: tuple, code: str) -> None:
+    assert Geometry((1, 1, 1), direction=direction).orientation_code() == code
+
+
+def test_invalid_geometry_is_rejected_with_a_message() -> None:
+    with pytest.raises(MedviewError, match="positive"):
+        Geometry((1, 1, 1), (1.0, 0.0, 1.0))
+    with pytest.raises(MedviewError, match="rotation"):
+        Geometry((1, 1, 1), direction=(1, 0, 0, 1, 0, 0, 0, 0, 1))
+    with pytest.raises(MedviewError, match="three positive"):
+        Geometry((0, 4, 4))
+
+
+def test_geometry_is_frozen() -> None:
+    g = Geometry((1, 2, 3))
+    with pytest.raises(AttributeError):
+        g.spacing = (2.0, 2.0, 2.0)  # type: ignore[misc]
