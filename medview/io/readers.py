@@ -8,7 +8,6 @@ happens.  PNG/JPEG/TIFF/BMP become single-slice volumes.
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 from dataclasses import dataclass, field
@@ -203,9 +202,7 @@ def _read_itk(info: FileImageInfo, task: TaskContext | None) -> Volume:
         image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
     array = sitk.GetArrayFromImage(image)
     del image
-    if info.components == 1 and array.ndim == 2:
-        array = array[None]
-    elif info.components > 1 and array.ndim == 3:
+    if (info.components == 1 and array.ndim == 2) or (info.components > 1 and array.ndim == 3):
         array = array[None]
     if info.components > 1 and array.shape[-1] not in (3, 4):
         raise UnsupportedFormatError(f"{info.path} has {info.components} components per voxel; medview shows "

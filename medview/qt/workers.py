@@ -50,7 +50,7 @@ class Worker(QRunnable):
         except MedviewError as exc:
             log.warning("job failed: %s", exc)
             self.signals.failed.emit(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug: keep the GUI alive and say what happened
+        except Exception as exc:
             log.error("unexpected error in worker:\n%s", traceback.format_exc())
             self.signals.failed.emit(f"Unexpected error ({type(exc).__name__}): {exc}")
         else:

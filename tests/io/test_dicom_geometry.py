@@ -136,7 +136,7 @@ def test_missing_slice_is_reported_and_positions_stay_exact(lung1_series: Path, 
     assert volume.array.shape[0] == 48 and volume.warnings == [warning]
     reference = medview.open_image(lung1_series)
     assert volume.geometry.is_same_grid(reference.geometry)
-    z = int(round(volume.geometry.world_to_index([0, 0, z_removed])[2]))
+    z = round(volume.geometry.world_to_index([0, 0, z_removed])[2])
     assert np.all(volume.array[z] == volume.array.min())  # shown as an empty slice, not invented
     keep = [i for i in range(48) if i != z]
     np.testing.assert_array_equal(volume.array[keep], reference.array[keep])

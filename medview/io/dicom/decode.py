@@ -24,7 +24,7 @@ _CODEC_HINTS = {
 def transfer_syntax_name(uid: str) -> str:
     try:
         return f"{UID(uid).name} ({uid})"
-    except Exception:  # noqa: BLE001 - unknown UID
+    except Exception:
         return uid
 
 
@@ -43,7 +43,7 @@ def _plugin_for(ts: str) -> str:
         return ""
     try:
         available = get_decoder(UID(ts)).available_plugins
-    except Exception:  # noqa: BLE001 - no decoder at all: let pydicom report it
+    except Exception:
         return ""
     return next((p for p in preferred if p in available), "")
 
@@ -54,7 +54,7 @@ def decode_frames(path: str, member: str | None, frames: list[int]) -> list[np.n
     try:
         with open_source(path, member) as fp:
             ds = read_dataset(fp, header_only=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure of a file that scanned fine
+    except Exception as exc:
         raise CorruptFileError(f"Cannot read {location}: {exc}") from None
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
@@ -70,7 +70,7 @@ def decode_frames(path: str, member: str | None, frames: list[int]) -> list[np.n
                     raise
                 plugin = ""  # the preferred plugin failed on this stream: let pydicom choose
                 arr = pixel_array(ds, index=index if n_frames > 1 else None)
-        except Exception as exc:  # noqa: BLE001 - pydicom/codec errors come in many types
+        except Exception as exc:
             raise _decode_error(exc, ds, location) from None
         if n_frames == 1 and arr.ndim == (4 if ds.get("SamplesPerPixel", 1) > 1 else 3):
             arr = arr[0]

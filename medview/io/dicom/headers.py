@@ -134,7 +134,7 @@ def _values(ds: Dataset, keyword: str) -> list[Any] | None:
             return list(struct.unpack(f"{order}{n}{_BINARY_VRS[vr]}", raw[: n * size])) if n else None
     try:
         value = ds[tag].value
-    except Exception:  # noqa: BLE001 - a malformed element: treat as absent
+    except Exception:
         return None
     if value is None or value == "":
         return None
@@ -202,7 +202,7 @@ def _functional(frame_group: Dataset | None, shared: Dataset | None, keyword: st
 def open_source(path: str, member: str | None) -> BinaryIO:
     """Open a file, or a member of a zip archive, for binary reading."""
     if member is None:
-        return open(path, "rb")  # noqa: SIM115 - caller closes
+        return open(path, "rb")
     with zipfile.ZipFile(path) as zf:
         return io.BytesIO(zf.read(member))
 
@@ -232,8 +232,9 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         raise ValueError("no pixel data")
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    if not ts:
-        ts = pydicom.uid.ImplicitVRLittleEndian if ds.is_implicit_VR is not False else pydicom.uid.ExplicitVRLittleEndian
+    if not ts:  # no meta header: pydicom guessed the encoding while reading
+        implicit = ds.is_implicit_VR is not False
+        ts = pydicom.uid.ImplicitVRLittleEndian if implicit else pydicom.uid.ExplicitVRLittleEndian
     tsuid = UID(ts)
     rows, cols = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0
     if rows <= 0 or cols <= 0:
@@ -280,7 +281,8 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
     def frame_offset(i: int) -> int | None:
         return None if offset is None else offset + i * frame_bytes
 
-    if TAG["PerFrameFunctionalGroupsSequence"] not in ds._dict and TAG["SharedFunctionalGroupsSequence"] not in ds._dict:
+    per_frame_tag, shared_tag = TAG["PerFrameFunctionalGroupsSequence"], TAG["SharedFunctionalGroupsSequence"]
+    if per_frame_tag not in ds._dict and shared_tag not in ds._dict:
         position = _float_tuple(ds, "ImagePositionPatient", 3)
         orientation = _float_tuple(ds, "ImageOrientationPatient", 6)
         return [FrameRecord(
@@ -291,8 +293,7 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         ) for i in range(n_frames)]
 
     # Enhanced multi-frame: each frame's macros come from its per-frame item, else the shared item.
-    per_frame = ds[TAG["PerFrameFunctionalGroupsSequence"]].value if TAG["PerFrameFunctionalGroupsSequence"] \
-        in ds._dict else None
+    per_frame = ds[per_frame_tag].value if per_frame_tag in ds._dict else None
     shared = _seq_item(ds, "SharedFunctionalGroupsSequence")
     records = []
     for i in range(n_frames):
@@ -360,7 +361,7 @@ def read_headers(path: str, member: str | None = None) -> tuple[list[FrameRecord
         return [], str(exc) or "unreadable header"
     except (OSError, zipfile.BadZipFile) as exc:
         return [], f"cannot read: {exc}"
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
+    except Exception as exc:
         return [], f"malformed DICOM ({type(exc).__name__}: {exc})"
 
 

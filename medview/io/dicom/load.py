@@ -68,7 +68,7 @@ def output_dtype(frames: list[FrameRecord]) -> tuple[np.dtype, bool]:
     return np.dtype(np.float32), False
 
 
-class _DoesNotFit(Exception):
+class _DoesNotFitError(Exception):
     """A frame's values do not fit the optimistic int16 output (internal; triggers a restart)."""
 
 
@@ -76,7 +76,7 @@ def _check_fits(raw: np.ndarray, rec: FrameRecord, dtype: np.dtype) -> None:
     info = np.iinfo(dtype)
     lo, hi = int(raw.min()) * rec.slope + rec.intercept, int(raw.max()) * rec.slope + rec.intercept
     if min(lo, hi) < info.min or max(lo, hi) > info.max:
-        raise _DoesNotFit
+        raise _DoesNotFitError
 
 
 def _shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, str] | None:
@@ -249,7 +249,7 @@ def load_series(info: SeriesInfo, task: TaskContext | None = None,
     dtype, check = output_dtype(info.frames)
     try:
         return _load(info, dtype, check, task, on_middle_slice, parallel)
-    except _DoesNotFit:
+    except _DoesNotFitError:
         return _load(info, np.dtype(np.int32), False, task, on_middle_slice, parallel)
 
 
@@ -276,14 +276,15 @@ def _load(info: SeriesInfo, dtype: np.dtype, check: bool, task: TaskContext | No
     middle_sent = False
 
     count_lock = threading.Lock()
+    first_z = slots[0][0]  # the middle slice, or the present slice nearest to it
 
     def finished(z: int) -> None:
         nonlocal done, middle_sent
         with count_lock:
             done += 1
             n = done
-            send_middle = not middle_sent and on_middle_slice is not None
-            middle_sent = True
+            send_middle = z == first_z and not middle_sent and on_middle_slice is not None
+            middle_sent = middle_sent or send_middle
         if send_middle:
             on_middle_slice(volume, z)  # type: ignore[misc]
         report(task, n / total, f"Loaded {n} of {total} slices")
