@@ -6,11 +6,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from medview.core.errors import UnsupportedFormatError, WriteError
 from medview.core.tasks import TaskContext, report
 from medview.core.volume import Volume
 from medview.io.readers import open_image, scan
-from medview.io.writers import WRITE_EXTENSIONS, write_image
+from medview.io.writers import check_output_path, write_image
 
 
 def describe_input(path: str, task: TaskContext | None = None) -> dict[str, Any]:
@@ -31,24 +30,10 @@ class ConvertResult:
     volume: Volume
 
 
-def check_output_path(output: str, overwrite: bool = True) -> None:
-    """Refuse an output we cannot write *before* spending time on reading the input."""
-    if not output.lower().endswith(WRITE_EXTENSIONS):
-        raise UnsupportedFormatError(
-            f"Cannot write {os.path.basename(output)}: the output must end in one of {', '.join(WRITE_EXTENSIONS)}")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise WriteError(f"The output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise WriteError(f"The output folder {parent} is not writable")
-    if os.path.exists(output) and not overwrite:
-        raise WriteError(f"{output} exists already")
-
-
 def convert_image(input_path: str, output: str, series: str | None = None,
                   task: TaskContext | None = None) -> ConvertResult:
     """Read any supported input and write it as NIfTI, NRRD or MetaImage with exact geometry."""
-    check_output_path(output)
+    check_output_path(output)  # before spending time on reading the input
     volume = open_image(input_path, series=series, task=task)
     report(task, 1.0, f"Writing {os.path.basename(output)}", force=True)
     write_image(volume, output)

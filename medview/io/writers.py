@@ -25,15 +25,22 @@ def _to_sitk(array: np.ndarray, geometry: Geometry):
     return image
 
 
+def check_output_path(path: str) -> None:
+    """Raise a clear error if ``path`` cannot be written: unknown extension, missing or read-only folder."""
+    if not path.lower().endswith(WRITE_EXTENSIONS):
+        raise UnsupportedFormatError(
+            f"Cannot write {os.path.basename(path)}: the output must end in one of {', '.join(WRITE_EXTENSIONS)}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise WriteError(f"The output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise WriteError(f"The output folder {parent} is not writable")
+
+
 def write_image(image: Volume | LabelMap, path: str | os.PathLike[str], compress: bool = True) -> str:
     """Write ``image`` to ``path``; the format follows the extension.  Returns the path written."""
     path = os.fspath(path)
-    if not path.lower().endswith(WRITE_EXTENSIONS):
-        raise UnsupportedFormatError(
-            f"Cannot write {os.path.basename(path)}: use one of {', '.join(WRITE_EXTENSIONS)}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise WriteError(f"The folder {parent} does not exist")
+    check_output_path(path)
     import SimpleITK as sitk
 
     sitk_image = _to_sitk(image.array, image.geometry)

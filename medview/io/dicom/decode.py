@@ -7,8 +7,9 @@ copies into the volume.  Colour is returned as RGB (YBR converted by pydicom, pa
 from __future__ import annotations
 
 import numpy as np
+from pydicom.dataset import FileMetaDataset
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medview.core.errors import CorruptFileError, DecodeError
 from medview.io.dicom.headers import open_source, read_dataset
@@ -34,6 +35,7 @@ _PREFERRED_PLUGINS = {
     "1.2.840.10008.1.2.4.80": ("pyjpegls", "gdcm"),
     "1.2.840.10008.1.2.4.81": ("pyjpegls", "gdcm"),
     "1.2.840.10008.1.2.5": ("pylibjpeg", "gdcm"),
+    "1.2.840.10008.1.2.4.51": ("pylibjpeg",),  # gdcm fails on 12-bit JPEG and logs an error first
 }
 
 
@@ -56,6 +58,13 @@ def decode_frames(path: str, member: str | None, frames: list[int]) -> list[np.n
             ds = read_dataset(fp, header_only=False)
     except Exception as exc:
         raise CorruptFileError(f"Cannot read {location}: {exc}") from None
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        # no meta header: tell the decoders the encoding pydicom found while reading
+        implicit, little = ds.original_encoding
+        ds.file_meta = meta if meta is not None else FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")

@@ -89,7 +89,10 @@ class FrameRecord:
     @property
     def frame_bytes(self) -> int:
         """Uncompressed size of one frame in bytes."""
-        return self.rows * self.columns * self.samples_per_pixel * max(self.bits_allocated // 8, 1)
+        samples = self.samples_per_pixel
+        if self.photometric == "YBR_FULL_422" and not self.encapsulated:
+            samples = 2  # each pair of pixels shares its Cb and Cr samples
+        return self.rows * self.columns * samples * max(self.bits_allocated // 8, 1)
 
 
 _KEYWORDS = (
@@ -250,9 +253,9 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
     if (not encapsulated and value_tell is not None and tsuid.is_transfer_syntax and tsuid.is_little_endian
             and not tsuid.is_deflated and member is None and getattr(raw, "value", None) is None):
         offset = int(value_tell)
-    frame_bytes = rows * cols * spp * (bits_alloc // 8)
 
     modality = _str(ds, "Modality")
+    photometric = _str(ds, "PhotometricInterpretation").strip() or "MONOCHROME2"
     common = dict(
         path=path, member=member, n_frames=n_frames, file_size=file_size, transfer_syntax=str(tsuid),
         sop_class_uid=_str(ds, "SOPClassUID"), sop_instance_uid=_str(ds, "SOPInstanceUID"),
@@ -264,13 +267,14 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         image_type=tuple(str(v) for v in (_values(ds, "ImageType") or [])),
         rows=rows, columns=cols, samples_per_pixel=spp, bits_allocated=bits_alloc,
         bits_stored=_int(ds, "BitsStored") or bits_alloc, pixel_representation=_int(ds, "PixelRepresentation") or 0,
-        photometric=_str(ds, "PhotometricInterpretation").strip() or "MONOCHROME2",
+        photometric=photometric,
         slice_thickness=_first_float(ds, "SliceThickness"),
         spacing_between_slices=_first_float(ds, "SpacingBetweenSlices"),
         gantry_tilt=_first_float(ds, "GantryDetectorTilt") or 0.0,
         pixel_length=length, encapsulated=encapsulated, float_pixels=pixel_tag != 0x7FE00010,
-        has_palette=TAG["RedPaletteColorLookupTableData"] in ds._dict
-        or TAG["SegmentedRedPaletteColorLookupTableData"] in ds._dict,
+        # a supplemental palette (enhanced CT/MR with PixelPresentation COLOR) keeps grey pixels
+        has_palette=photometric == "PALETTE COLOR" and (TAG["RedPaletteColorLookupTableData"] in ds._dict
+                                                        or TAG["SegmentedRedPaletteColorLookupTableData"] in ds._dict),
     )
     spacing, spacing_source = _pixel_spacing(ds)
     base_windows = _windows(ds)
@@ -279,7 +283,8 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
     rescale_type = _str(ds, "RescaleType") or ("HU" if modality == "CT" else "")
 
     def frame_offset(i: int) -> int | None:
-        return None if offset is None else offset + i * frame_bytes
+        # only greyscale frames are read at an offset (see load._is_native): rows x cols x bytes
+        return None if offset is None else offset + i * rows * cols * spp * (bits_alloc // 8)
 
     per_frame_tag, shared_tag = TAG["PerFrameFunctionalGroupsSequence"], TAG["SharedFunctionalGroupsSequence"]
     if per_frame_tag not in ds._dict and shared_tag not in ds._dict:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
+from pydicom.uid import UID
 
 from medview.core.errors import CorruptFileError, InconsistentSeriesError, UnsupportedFormatError
 from medview.core.tasks import TaskContext, check_cancel, report
@@ -221,7 +222,7 @@ def _check_sizes(info: SeriesInfo) -> None:
                 f"started with {first.columns}x{first.rows}, {first.bits_allocated} bits")
         if rec.bits_allocated not in (1, 8, 16, 32, 64):
             raise UnsupportedFormatError(f"{rec.location}: {rec.bits_allocated} bits per pixel is not supported")
-        if not rec.encapsulated:
+        if not rec.encapsulated and not UID(rec.transfer_syntax).is_deflated:  # deflated files are smaller
             needed = rec.frame_bytes * (rec.frame + 1)
             if needed > rec.file_size:
                 raise CorruptFileError(
@@ -402,6 +403,11 @@ def _invert(volume: Volume) -> None:
     ]
 
 
+def _array_photometric(rec: FrameRecord) -> str:
+    """What the *array* holds: greyscale with bright = dense, or RGB (the file's value is in extra)."""
+    return "RGB" if rec.samples_per_pixel > 1 or rec.has_palette else "MONOCHROME2"
+
+
 def _metadata(info: SeriesInfo, dtype: np.dtype) -> VolumeMetadata:
     first = info.first
     presets: list[WindowPreset] = []
@@ -415,8 +421,8 @@ def _metadata(info: SeriesInfo, dtype: np.dtype) -> VolumeMetadata:
         modality=first.modality, series_uid=first.series_uid, study_uid=first.study_uid,
         series_description=info.description, series_number=first.series_number,
         patient_name=first.patient_name, patient_id=first.patient_id, study_date=first.study_date,
-        photometric=first.photometric, units=units, window_presets=presets,
+        photometric=_array_photometric(first), units=units, window_presets=presets,
         warnings=list(info.warnings), source=info.source,
         extra={"transfer_syntaxes": info.transfer_syntaxes, "files": info.file_count,
-               "dtype": str(dtype), "kind": info.kind},
+               "dtype": str(dtype), "kind": info.kind, "file_photometric": first.photometric},
     )
