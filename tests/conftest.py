@@ -55,3 +55,11 @@ def brain1_series(tmp_path_factory) -> Path:
     """The real brain1 MR (y direction -1 in the NRRD) as a plastimatch MR series."""
     src = shared_case("brain1_image.nrrd")
     return plastimatch_series(src, tmp_path_factory.mktemp("brain1") / "dicom", modality="MR")
+
+
+@pytest.fixture(scope="session")
+def chest_ct_sample() -> Path:
+    """The bundled chest CT (JPEG-LS DICOM series): present in every clone, so tests using it always run."""
+    from medview.app.samples import sample_path
+
+    return sample_path("chest_ct")

@@ -18,8 +18,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_info_json(lung1_series: Path) -> None:
-    r = run("info", str(lung1_series), "--json")
+def test_info_json(chest_ct_sample: Path) -> None:
+    r = run("info", str(chest_ct_sample), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     (series,) = out["series"]
@@ -27,24 +27,25 @@ def test_info_json(lung1_series: Path) -> None:
     assert series["spacing_mm"] == [0.570312, 0.570312, 5.0]
 
 
-def test_info_text_names_warnings(lung1_series: Path, tmp_path: Path) -> None:
+def test_info_text_names_warnings(chest_ct_sample: Path, tmp_path: Path) -> None:
     import shutil
 
     gap = tmp_path / "gap"
-    shutil.copytree(lung1_series, gap)
+    shutil.copytree(chest_ct_sample, gap)
     sorted(gap.glob("image*.dcm"))[10].unlink()
     r = run("info", str(gap))
     assert r.returncode == 0
     assert "warning:" in r.stdout and "missing slice" in r.stdout
-    assert "Explicit VR Little Endian" in r.stdout
+    assert "JPEG-LS Lossless Image Compression" in r.stdout
+    assert "rtss.dcm: RTSTRUCT object, not an image" in r.stdout  # skipped files are named
 
 
-def test_convert_writes_exact_geometry(lung1_series: Path, tmp_path: Path) -> None:
+def test_convert_writes_exact_geometry(chest_ct_sample: Path, tmp_path: Path) -> None:
     out = tmp_path / "ct.nii.gz"
-    r = run("convert", str(lung1_series), str(out))
+    r = run("convert", str(chest_ct_sample), str(out))
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stdout
-    volume = medview.open_image(lung1_series)
+    volume = medview.open_image(chest_ct_sample)
     img = nib.load(str(out))
     np.testing.assert_allclose(img.affine, volume.geometry.ras_affine, atol=1e-4)
     np.testing.assert_array_equal(np.asanyarray(img.dataobj), np.transpose(volume.array, (2, 1, 0)))

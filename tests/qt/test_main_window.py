@@ -35,8 +35,8 @@ def _open(qtbot, window: MainWindow, path: Path, series: str | None = None):
     return blocker.args[0]
 
 
-def test_hover_shows_hounsfield_value_of_the_voxel(qtbot, window: MainWindow, lung1_series: Path) -> None:
-    volume = _open(qtbot, window, lung1_series)
+def test_hover_shows_hounsfield_value_of_the_voxel(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    volume = _open(qtbot, window, chest_ct_sample)
     view = window.view
     z = view.index
     assert z == 24
@@ -60,13 +60,13 @@ def test_bad_folder_reports_error_and_window_survives(qtbot, window: MainWindow,
     assert not window.progress.isVisible()
 
 
-def test_event_loop_stays_responsive_while_loading(qtbot, window: MainWindow, lung1_series: Path,
+def test_event_loop_stays_responsive_while_loading(qtbot, window: MainWindow, chest_ct_sample: Path,
                                                    tmp_path: Path) -> None:
     """Header parsing and decoding run off the GUI thread: no event waits more than 50 ms."""
     study = tmp_path / "study"
     for k in range(4):  # 192 files, 4 series: the scan parses all of them
         dst = study / f"s{k}"
-        shutil.copytree(lung1_series, dst)
+        shutil.copytree(chest_ct_sample, dst)
         uid = pydicom.uid.generate_uid()
         for f in dicom_files(dst):
             ds = pydicom.dcmread(f)
@@ -93,7 +93,7 @@ def test_event_loop_stays_responsive_while_loading(qtbot, window: MainWindow, lu
     assert worst < 0.050, f"the event loop stalled for {worst * 1000:.0f} ms"
 
 
-def test_cancel_during_loading(qtbot, window: MainWindow, lung1_series: Path) -> None:
+def test_cancel_during_loading(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
     """Cancel pressed while slices are arriving (right after the middle one is shown) stops the job."""
     finished: list[object] = []
     window.load_finished.connect(finished.append)
@@ -101,7 +101,7 @@ def test_cancel_during_loading(qtbot, window: MainWindow, lung1_series: Path) ->
     def press_cancel(*_args) -> None:
         QTest.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
 
-    window.open_path(str(lung1_series))
+    window.open_path(str(chest_ct_sample))
     window.worker.signals.partial.connect(press_cancel)
     with qtbot.waitSignal(window.load_cancelled, timeout=10_000):
         pass
