@@ -172,3 +172,15 @@ def test_several_series_need_a_choice(lung1_series: Path, brain1_series: Path, t
     shutil.copytree(brain1_series, both / "mr")
     err = _fails_fast(both, AmbiguousInputError, "holds 2 series")
     assert "series=" in str(err)
+
+
+def test_file_removed_between_scan_and_load(lung1_series: Path, tmp_path: Path) -> None:
+    """A slice deleted after the scan (a PACS clean-up, a USB stick pulled) is a clear error."""
+    from medview.io.dicom.load import load_series
+
+    folder = tmp_path / "vanishing"
+    shutil.copytree(lung1_series, folder)
+    (info,) = medview.scan(folder)
+    dicom_files(folder)[5].unlink()
+    with pytest.raises(CorruptFileError, match="Cannot read the pixels"):
+        load_series(info)

@@ -19,7 +19,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from pydicom.uid import UID
 
-from medview.core.errors import CorruptFileError, InconsistentSeriesError, UnsupportedFormatError
+from medview.core.errors import (
+    CorruptFileError,
+    InconsistentSeriesError,
+    ResourceLimitError,
+    UnsupportedFormatError,
+)
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume, VolumeMetadata, WindowPreset
 from medview.io.dicom.decode import decode_frames
@@ -195,9 +200,12 @@ class _NativeReader:
                 buf = np.empty((rec.rows, rec.columns), dtype=raw_dtype)
                 self.local.buf = buf
             target = buf
-        with open(rec.path, "rb", buffering=0) as fh:
-            fh.seek(rec.pixel_offset or 0)
-            got = fh.readinto(memoryview(target).cast("B"))
+        try:
+            with open(rec.path, "rb", buffering=0) as fh:
+                fh.seek(rec.pixel_offset or 0)
+                got = fh.readinto(memoryview(target).cast("B"))
+        except OSError as exc:  # removed, unreadable or on a failing disk since the scan
+            raise CorruptFileError(f"Cannot read the pixels of {rec.location}: {exc.strerror or exc}") from None
         if got != nbytes:
             raise CorruptFileError(f"{rec.location} is truncated: its pixel data needs {nbytes} bytes, "
                                    f"only {got} are present")
@@ -265,7 +273,10 @@ def _load(info: SeriesInfo, dtype: np.dtype, check: bool, task: TaskContext | No
     coded_count = sum(1 for r in info.frames if not _is_native(r))
     use_pool = (coded_count >= POOL_MIN_FRAMES and pool_available()) if parallel is None else parallel
     shared = _shared_empty(shape, dtype) if use_pool and coded_count else None
-    out = shared[0] if shared else np.empty(shape, dtype=dtype)
+    try:
+        out = shared[0] if shared else np.empty(shape, dtype=dtype)
+    except MemoryError:
+        raise ResourceLimitError(f"Not enough memory for series {info.uid} ({'x'.join(map(str, shape))})") from None
     metadata = _metadata(info, dtype)
     volume = Volume(out, info.geometry, metadata)
 
