@@ -334,7 +334,7 @@ def _load(info: SeriesInfo, dtype: np.dtype, check: bool, task: TaskContext | No
 
     if any(rec is None for rec in info.slots):
         present = [z for z, rec in enumerate(info.slots) if rec is not None]
-        fill = out[present].min() if out.ndim == 3 else 0
+        fill = min(out[z].min() for z in present) if out.ndim == 3 else 0  # no copy of the volume
         for z, rec in enumerate(info.slots):
             if rec is None:
                 out[z] = fill
