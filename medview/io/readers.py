@@ -104,10 +104,19 @@ def open_image(path: str | os.PathLike[str], series: str | None = None, task: Ta
     """
     path = os.fspath(path)
     found = scan(path, task=None)
-    if found and isinstance(found[0], FileImageInfo):
-        return _read_itk(found[0], task)
-    chosen = select_series(found, series, path)  # type: ignore[arg-type]
-    return load_series(chosen, task=task, on_middle_slice=on_middle_slice)
+    chosen = found[0] if found and isinstance(found[0], FileImageInfo) else select_series(found, series, path)
+    return load_info(chosen, task=task, on_middle_slice=on_middle_slice)  # type: ignore[arg-type]
+
+
+def load_info(info: SeriesInfo | FileImageInfo, task: TaskContext | None = None,
+              on_middle_slice: MiddleSliceCallback | None = None) -> Volume:
+    """Load one entry of a :func:`scan` result (what the series browser does on double-click)."""
+    if isinstance(info, FileImageInfo):
+        volume = _read_itk(info, task)
+        if on_middle_slice is not None:
+            on_middle_slice(volume, volume.geometry.shape[0] // 2)
+        return volume
+    return load_series(info, task=task, on_middle_slice=on_middle_slice)
 
 
 def select_series(found: list[SeriesInfo], series: str | None, path: str) -> SeriesInfo:

@@ -1,131 +1,104 @@
-"""The main window: a slice view of the current volume, loading in a worker with progress and Cancel.
+"""The reading workstation's main window: series browser, MPR views, tools, panels, status bar.
 
-This is the minimal viewer of the foundation issue; the MPR workstation replaces the central view.
+The window composes widgets and wires them to the GUI-free :class:`ViewerState`; long jobs (scan,
+load, label import) run in the one worker mechanism (:mod:`medview.qt.workers`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
 import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+import psutil
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
     QFileDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QSlider,
-    QVBoxLayout,
+    QSpinBox,
+    QToolBar,
     QWidget,
 )
 
+from medview.app.label_maps import open_label_map
+from medview.app.samples import sample_path
+from medview.app.viewer import COLORMAPS, SLAB_MODES, ViewerState, window_presets_file
+from medview.core.errors import MedviewError
 from medview.core.volume import Volume
-from medview.io.readers import open_image
+from medview.io.readers import load_info, scan
+from medview.qt.panels.histogram import HistogramPanel
+from medview.qt.panels.labels import LabelsPanel
+from medview.qt.panels.measurements import MeasurementsPanel
+from medview.qt.panels.series_browser import SeriesBrowser
+from medview.qt.views.slice_view import TOOLS
+from medview.qt.views.view_grid import LAYOUTS, ViewGrid
 from medview.qt.workers import Worker, start
 
+log = logging.getLogger(__name__)
+MAX_RECENT = 10
 
-class SliceView(QWidget):
-    """Axial slice of a volume with physical aspect ratio, window/level and a slice slider."""
-
-    hovered = Signal(str)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.volume: Volume | None = None
-        self.index = 0
-        self.levels: tuple[float, float] = (0.0, 1.0)
-        self.graphics = pg.GraphicsLayoutWidget()
-        self.graphics.setBackground("k")
-        self.view_box = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
-        self.image = pg.ImageItem()
-        self.view_box.addItem(self.image)
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.valueChanged.connect(self.set_index)
-        self.overlay = QLabel(self.graphics)
-        self.overlay.setStyleSheet("color: #e0e0e0; background: transparent; font-family: monospace;")
-        self.overlay.move(8, 6)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.graphics, 1)
-        layout.addWidget(self.slider)
-        self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
-
-    def set_volume(self, volume: Volume, index: int | None = None) -> None:
-        self.volume = volume
-        window = volume.default_window()
-        self.levels = (window.low, window.high)
-        n = volume.geometry.shape[0]
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, n - 1)
-        self.slider.setValue(n // 2 if index is None else index)
-        self.slider.blockSignals(False)
-        self.set_index(self.slider.value(), autorange=True)
-
-    def set_index(self, index: int, autorange: bool = False) -> None:
-        if self.volume is None:
-            return
-        self.index = int(np.clip(index, 0, self.volume.geometry.shape[0] - 1))
-        data = self.volume.array[self.index]
-        sx, sy, _ = self.volume.geometry.spacing
-        rows, cols = data.shape[:2]
-        if self.volume.is_color:
-            self.image.setImage(data, autoLevels=False, levels=(0, 255 if data.dtype == np.uint8 else 65535))
-        else:
-            self.image.setImage(data, autoLevels=False, levels=self.levels)
-        self.image.setRect(0, 0, cols * sx, rows * sy)  # physical aspect: mm on both axes
-        if autorange:
-            self.view_box.autoRange(padding=0.0)
-        self._update_overlay()
-
-    def _update_overlay(self) -> None:
-        v = self.volume
-        if v is None:
-            return
-        lo, hi = self.levels
-        z = v.geometry.index_to_world([0, 0, self.index])[2]
-        desc = v.metadata.series_description or os.path.basename(v.metadata.source.rstrip("/"))
-        self.overlay.setText(f"{v.modality or ''} {desc}\nslice {self.index + 1}/{v.geometry.shape[0]}  "
-                             f"z={z:.1f} mm\nW {hi - lo:.0f} L {(hi + lo) / 2:.0f}")
-        self.overlay.adjustSize()
-
-    def _mouse_moved(self, scene_pos) -> None:
-        v = self.volume
-        if v is None or not self.view_box.sceneBoundingRect().contains(scene_pos):
-            return
-        p = self.view_box.mapSceneToView(scene_pos)
-        sx, sy, _ = v.geometry.spacing
-        col, row = int(np.floor(p.x() / sx)), int(np.floor(p.y() / sy))
-        if not (0 <= row < v.geometry.shape[1] and 0 <= col < v.geometry.shape[2]):
-            self.hovered.emit("")
-            return
-        world = v.geometry.index_to_world([col, row, self.index])
-        value = v.array[self.index, row, col]
-        units = v.metadata.units or ""
-        shown = ", ".join(str(int(c)) for c in value) if v.is_color else f"{float(value):.1f} {units}"
-        self.hovered.emit(f"voxel ({col}, {row}, {self.index})   LPS ({world[0]:.1f}, {world[1]:.1f}, "
-                          f"{world[2]:.1f}) mm   value {shown}")
+SHORTCUTS = [
+    ("Wheel, Up/Down, PageUp/PageDown", "scroll slices"), ("Ctrl+wheel", "zoom"), ("Middle drag", "pan"),
+    ("Right drag", "window/level"), ("Double-click", "reset zoom"), ("Home", "reset zoom in all views"),
+    ("Ctrl+1 / Ctrl+3 / Ctrl+4", "layout 1x1 / 1x3 / 2x2"), ("C D A R E F", "tool: crosshair, distance, angle, "
+                                                             "rectangle, ellipse, freehand"),
+    ("1-8", "CT presets (brain, subdural, stroke, lung, mediastinum, abdomen, liver, bone)"),
+    ("0", "automatic window (1-99 %)"), ("I", "invert"), ("P", "hide/show patient identifiers"),
+    ("[ and ]", "rotate the crosshair (oblique MPR)"), ("O", "back to orthogonal planes"),
+    ("Space", "cine play/pause"), ("Delete", "delete selected measurement"),
+    ("Ctrl+S / Ctrl+Shift+S", "snapshot of the view / the layout"), ("Ctrl+O / Ctrl+Shift+O", "open file / folder"),
+    ("F1", "this list"),
+]
 
 
 class MainWindow(QMainWindow):
-    """Top-level window.  ``load_finished`` fires after a volume is shown (tests and screenshots)."""
+    """Top-level window.  ``load_finished`` fires after a volume is fully shown (tests, screenshots)."""
 
     load_finished = Signal(object)
     load_failed = Signal(str)
     load_cancelled = Signal()
 
-    def __init__(self) -> None:
+    def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
         self.setWindowTitle("medview")
-        self.resize(1100, 850)
+        self.resize(1400, 860)
+        self.setAcceptDrops(True)
+        self.settings = settings or QSettings("medview", "medview")
+        self.state = ViewerState()
         self.volume: Volume | None = None
         self.worker: Worker | None = None
-        self.view = SliceView()
-        self.setCentralWidget(self.view)
+        self.current_path = ""
+        self.current_uid = ""
+        self.grid = ViewGrid(self.state)
+        self.setCentralWidget(self.grid)
+        self.cine = QTimer(self)
+        self.cine.timeout.connect(self._cine_step)
+
+        self.browser = SeriesBrowser()
+        self.browser.series_activated.connect(self._series_activated)
+        self.measurements = MeasurementsPanel(self.state)
+        self.labels_panel = LabelsPanel(self.state)
+        self.histogram = HistogramPanel(self.state)
+        series_dock = self._dock("Series", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
+        window_dock = self._dock("Window", self.histogram, Qt.DockWidgetArea.RightDockWidgetArea)
+        labels_dock = self._dock("Labels", self.labels_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        measure_dock = self._dock("Measurements", self.measurements, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(labels_dock, measure_dock)
+        labels_dock.raise_()
+        self.resizeDocks([series_dock, window_dock], [250, 300], Qt.Orientation.Horizontal)
+        self.resizeDocks([window_dock, labels_dock], [160, 500], Qt.Orientation.Vertical)
+
         self.position_label = QLabel("")
+        self.memory_label = QLabel("")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
@@ -136,23 +109,196 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.position_label, 1)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
-        self.view.hovered.connect(self.position_label.setText)
-        self._build_menus()
+        bar.addPermanentWidget(self.memory_label)
+        for view in self.grid.views.values():
+            view.hovered.connect(self.position_label.setText)
+        self.memory_timer = QTimer(self)
+        self.memory_timer.timeout.connect(self._show_memory)
+        self.memory_timer.start(2000)
+        self._show_memory()
+        self._build_actions()
+        self.state.subscribe("volume", self._volume_shown)
 
-    def _build_menus(self) -> None:
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    # -- actions, menus, toolbar ------------------------------------------------------------------
+    def _action(self, text: str, slot, shortcut: str | QKeySequence | None = None, checkable: bool = False,
+                menu=None, toolbar: QToolBar | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.setCheckable(checkable)
+        (action.toggled if checkable else action.triggered).connect(slot)
+        self.addAction(action)
+        if menu is not None:
+            menu.addAction(action)
+        if toolbar is not None:
+            toolbar.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        open_folder = QAction("Open DICOM &folder...", self)
-        open_folder.setShortcut(QKeySequence("Ctrl+Shift+O"))
-        open_folder.triggered.connect(self._choose_folder)
-        open_file = QAction("&Open file...", self)
-        open_file.setShortcut(QKeySequence.StandardKey.Open)
-        open_file.triggered.connect(self._choose_file)
-        quit_action = QAction("&Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        for action in (open_folder, open_file, quit_action):
-            file_menu.addAction(action)
+        view_menu = self.menuBar().addMenu("&View")
+        tools_menu = self.menuBar().addMenu("&Tools")
+        help_menu = self.menuBar().addMenu("&Help")
+        tb = QToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        self.addToolBar(tb)
 
+        self._action("&Open file...", self._choose_file, QKeySequence.StandardKey.Open, menu=file_menu)
+        self._action("Open DICOM &folder...", self._choose_folder, "Ctrl+Shift+O", menu=file_menu)
+        self._action("Open &label map...", self._choose_labels, "Ctrl+L", menu=file_menu)
+        self.recent_menu = file_menu.addMenu("Recent")
+        self._fill_recent()
+        file_menu.addSeparator()
+        self._action("Snapshot of the &view...", lambda: self.snapshot("view"), "Ctrl+S", menu=file_menu)
+        self._action("Snapshot of the &layout...", lambda: self.snapshot("layout"), "Ctrl+Shift+S", menu=file_menu)
+        self._action("&Export measurements (CSV)...", self.measurements._choose_csv, menu=file_menu)
+        file_menu.addSeparator()
+        self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, menu=file_menu)
+
+        layouts = QActionGroup(self)
+        self.layout_actions = {}
+        for name, key in zip(LAYOUTS, ("Ctrl+1", "Ctrl+3", "Ctrl+4"), strict=True):
+            a = self._action(name, lambda checked, n=name: checked and self.set_layout(n), key, True,
+                             view_menu, tb)
+            layouts.addAction(a)
+            self.layout_actions[name] = a
+        self.layout_actions["1x3"].setChecked(True)
+        tb.addSeparator()
+
+        tools = QActionGroup(self)
+        self.tool_actions = {}
+        for tool, key in zip(TOOLS, ("C", "D", "A", "R", "E", "F"), strict=True):
+            label = "freehand" if tool == "polygon" else tool
+            a = self._action(label.capitalize(), lambda checked, t=tool: checked and self.set_tool(t), key, True,
+                             tools_menu, tb)
+            tools.addAction(a)
+            self.tool_actions[tool] = a
+        self.tool_actions["crosshair"].setChecked(True)
+        tb.addSeparator()
+
+        self.window_combo = QComboBox()
+        self.window_combo.setMinimumWidth(150)
+        self.window_combo.setToolTip("Window/level preset")
+        self.window_combo.activated.connect(lambda i: self._apply_window(self.window_combo.itemText(i)))
+        tb.addWidget(self.window_combo)
+        for preset in window_presets_file()["CT"]:
+            self._action(f"{preset['name']} window", lambda _=False, n=preset["name"]: self._apply_window(n),
+                         preset["key"], menu=view_menu)
+        self._action("Automatic window", lambda: self._apply_window("Auto 1-99%"), "0", menu=view_menu)
+        self.invert_action = self._action("Invert", self.state.set_invert, "I", True, view_menu, tb)
+        self.colormap_combo = QComboBox()
+        self.colormap_combo.addItems(COLORMAPS)
+        self.colormap_combo.setToolTip("Colormap (for MR, PET, parametric maps)")
+        self.colormap_combo.currentTextChanged.connect(self.state.set_colormap)
+        tb.addWidget(self.colormap_combo)
+        tb.addSeparator()
+
+        self.slab_mode = QComboBox()
+        self.slab_mode.addItems([m.upper() for m in SLAB_MODES])
+        self.slab_mode.setCurrentText("MIP")
+        self.slab_mm = QDoubleSpinBox()
+        self.slab_mm.setRange(0.0, 200.0)
+        self.slab_mm.setSuffix(" mm slab")
+        self.slab_mm.setSingleStep(1.0)
+        self.slab_mm.setToolTip("Thick slab thickness (0 = thin slice)")
+        self.slab_mode.currentTextChanged.connect(self._slab_changed)
+        self.slab_mm.valueChanged.connect(self._slab_changed)
+        tb.addWidget(self.slab_mode)
+        tb.addWidget(self.slab_mm)
+        self._action("Rotate -5°", lambda: self.state.rotate(self.grid.active, -5.0), "[", menu=view_menu)
+        self._action("Rotate +5°", lambda: self.state.rotate(self.grid.active, 5.0), "]", menu=view_menu)
+        self._action("Orthogonal", self.state.reset_rotation, "O", menu=view_menu, toolbar=tb)
+        tb.addSeparator()
+
+        self.cine_action = self._action("Cine", self._toggle_cine, "Space", True, view_menu, tb)
+        self.cine_fps = QSpinBox()
+        self.cine_fps.setRange(1, 60)
+        self.cine_fps.setValue(10)
+        self.cine_fps.setSuffix(" fps")
+        self.cine_fps.valueChanged.connect(lambda v: self.cine.setInterval(int(1000 / v)))
+        tb.addWidget(self.cine_fps)
+        self.phi_action = self._action("Hide PHI", self.state.set_hide_phi, "P", True, view_menu, tb)
+        self.phi_action.setToolTip("Hide patient name, ID and date everywhere (demo stations, screenshots)")
+        self._action("Reset zoom", self.reset_zoom, "Home", menu=view_menu)
+        self._action("Delete measurement", self.measurements.delete_selected, QKeySequence.StandardKey.Delete,
+                     menu=tools_menu)
+        self._action("Keyboard shortcuts", self.show_shortcuts, "F1", menu=help_menu)
+
+    # -- user actions ------------------------------------------------------------------------------
+    def set_layout(self, name: str) -> None:
+        self.grid.set_layout(name)
+        self.layout_actions[name].setChecked(True)
+
+    def set_tool(self, tool: str) -> None:
+        for view in self.grid.views.values():
+            view.tool = tool
+            view._pending = []
+            view.preview.clear()
+        self.tool_actions[tool].setChecked(True)
+
+    def _apply_window(self, name: str) -> None:
+        if self.state.volume is None:
+            return
+        try:
+            self.state.apply_window(name)
+        except MedviewError as exc:
+            self.statusBar().showMessage(str(exc), 5000)
+
+    def _slab_changed(self, *_args) -> None:
+        self.state.set_slab(self.slab_mm.value(), self.slab_mode.currentText().lower())
+
+    def _toggle_cine(self, on: bool) -> None:
+        if on:
+            self.cine.start(int(1000 / self.cine_fps.value()))
+        else:
+            self.cine.stop()
+
+    def _cine_step(self) -> None:
+        if self.state.volume is None:
+            return
+        view = self.grid.active
+        before = self.state.cursor.copy()
+        self.state.scroll(view, 1)
+        if np.allclose(before, self.state.cursor):  # at the last slice: loop to the first
+            self.state.scroll(view, -100_000)
+
+    def reset_zoom(self) -> None:
+        for view in self.grid.views.values():
+            view.reset_zoom()
+
+    def snapshot(self, what: str, path: str | None = None) -> str | None:
+        """Save the active view (``view``) or the whole layout (``layout``) as PNG."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save snapshot", f"medview-{what}.png", "PNG (*.png)")
+            if not path:
+                return None
+        widget = self.grid.views[self.grid.active] if what == "view" else self.grid
+        if not widget.grab().save(path, "PNG"):
+            QMessageBox.warning(self, "Snapshot", f"Could not write {path}")
+            return None
+        self.statusBar().showMessage(f"Saved {path}", 5000)
+        return path
+
+    def show_shortcuts(self) -> None:
+        text = "\n".join(f"{k:34s} {v}" for k, v in SHORTCUTS)
+        box = QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setText(f"<pre>{text}</pre>")
+        box.show()
+
+    def _show_memory(self) -> None:
+        rss = psutil.Process().memory_info().rss
+        self.memory_label.setText(f"mem {rss / 2**20:.0f} MB")
+
+    # -- opening ---------------------------------------------------------------------------------
     def _choose_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open DICOM folder")
         if path:
@@ -165,68 +311,166 @@ class MainWindow(QMainWindow):
         if path:
             self.open_path(path)
 
-    # -- loading --------------------------------------------------------------------------------
+    def _choose_labels(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open label map", "", "Label maps (*.nii *.nii.gz *.nrrd "
+                                              "*.mha *.mhd);;All files (*)")
+        if path:
+            self.open_labels(path)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_path(paths[0])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent_files():
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_path(p))
+        self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _remember(self, path: str) -> None:
+        recent = [p for p in self.recent_files() if p != path]
+        self.settings.setValue("recent", [path, *recent][:MAX_RECENT])
+        self._fill_recent()
+
     def open_path(self, path: str, series: str | None = None) -> None:
-        """Load ``path`` in a worker; the middle slice is shown as soon as it is decoded."""
-        if self.worker is not None and not self.worker.done:
-            self.worker.cancel()
-        worker = Worker(open_image, path, series=series)
+        """Scan ``path`` in a worker, list its series, then load ``series`` (or the largest one)."""
+        self._cancel_running()
+        worker = Worker(scan, path)
+        worker.signals.finished.connect(lambda found: self._scanned(path, found, series))
+        self._run(worker, f"Scanning {path}...")
+
+    def _scanned(self, path: str, found: list, series: str | None) -> None:
+        self.browser.set_scan(path, found)
+        if not found:
+            self._on_failed(f"Nothing to open in {path}")
+            return
+        chosen = None
+        if series:
+            chosen = next((s for s in found if series in (s.uid, getattr(s, "series_uid", None))), None)
+            if chosen is None:
+                self._on_failed(f"Series {series} is not in {path}")
+                return
+        if chosen is None:
+            chosen = max(found, key=lambda s: (getattr(s, "kind", "volume") == "volume", s.geometry.shape[0]))
+        self._remember(path)
+        self.load_series(path, chosen)
+
+    def _series_activated(self, path: str, uid: str) -> None:
+        self.open_path(path, uid)
+
+    def load_series(self, path: str, info) -> None:
+        """Load one scanned series; the middle slice shows as soon as it is decoded."""
+        self._cancel_running()
+        worker = Worker(load_info, info)
         worker.kwargs["on_middle_slice"] = worker.signals.partial.emit
-        worker.signals.progress.connect(self._on_progress)
         worker.signals.partial.connect(self._on_partial)
         worker.signals.finished.connect(self._on_loaded)
+        self.current_path, self.current_uid = path, info.uid
+        self.browser.select_uid(info.uid)
+        self._run(worker, f"Loading {info.uid}...")
+
+    def open_labels(self, path: str) -> None:
+        if self.state.volume is None:
+            self._on_failed("Open an image before its label map")
+            return
+        worker = Worker(lambda p, task: open_label_map(p, self.state.volume), path)
+        worker.signals.finished.connect(self.state.set_labels)
+        self._run(worker, f"Reading labels {path}...")
+
+    def _run(self, worker: Worker, message: str) -> None:
+        worker.signals.progress.connect(self._on_progress)
         worker.signals.failed.connect(self._on_failed)
         worker.signals.cancelled.connect(self._on_cancelled)
         self.worker = worker
         self.progress.setValue(0)
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
-        self.statusBar().showMessage(f"Opening {path}...")
+        self.statusBar().showMessage(message)
         start(worker)
+
+    def _cancel_running(self) -> None:
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
 
     def cancel_load(self) -> None:
         if self.worker is not None:
             self.worker.cancel()
 
     def _on_progress(self, fraction: float, message: str) -> None:
-        if self.sender() is not (self.worker.signals if self.worker else None):
+        if self.worker is None or self.sender() is not self.worker.signals:
             return
         self.progress.setValue(int(fraction * 100))
         self.progress.setFormat(message[:40] or "%p%")
 
     def _on_partial(self, volume: Volume, index: int) -> None:
-        self.view.set_volume(volume, index)
+        if self.worker is None or self.sender() is not self.worker.signals:
+            return
+        self.state.set_volume(volume)
 
     def _end_load(self) -> None:
         self.progress.setVisible(False)
         self.cancel_button.setVisible(False)
+        self.statusBar().clearMessage()
 
     def _on_loaded(self, volume: Volume) -> None:
+        if self.worker is None or self.sender() is not self.worker.signals:
+            return
         self._end_load()
         self.volume = volume
-        keep = self.view.index if self.view.volume is volume else None
-        self.view.set_volume(volume, keep)
+        same = self.state.volume is volume
+        self.state.set_volume(volume, keep_view=same)
+        self._auto_labels()
         title = volume.metadata.series_description or os.path.basename(volume.metadata.source.rstrip("/"))
         self.setWindowTitle(f"medview - {title}")
-        self.statusBar().showMessage(repr(volume), 5000)
         if volume.warnings:
             self.statusBar().showMessage("Warning: " + " | ".join(volume.warnings), 15000)
         self.load_finished.emit(volume)
 
+    def _auto_labels(self) -> None:
+        """The bundled chest CT comes with its tumour label: show it, as a demo station should."""
+        try:
+            sample = sample_path("chest_ct")
+        except MedviewError:
+            return
+        if self.current_path and Path(self.current_path).resolve() == sample.resolve():
+            try:
+                self.state.set_labels(open_label_map(sample_path("chest_ct_label"), self.state.volume))
+            except MedviewError as exc:
+                log.warning("sample label not shown: %s", exc)
+
+    def _volume_shown(self) -> None:
+        self.window_combo.blockSignals(True)
+        self.window_combo.clear()
+        self.window_combo.addItems([p.name for p in self.state.window_choices()])
+        self.window_combo.setCurrentText(self.state.window.name)
+        self.window_combo.blockSignals(False)
+
     def _on_failed(self, message: str) -> None:
         self._end_load()
+        log.warning("%s", message)
         self.load_failed.emit(message)
         if os.environ.get("QT_QPA_PLATFORM") != "offscreen":
-            QMessageBox.warning(self, "Cannot open", message)
+            QMessageBox.warning(self, "medview", message)
         else:
             self.statusBar().showMessage(f"Error: {message}")
 
     def _on_cancelled(self) -> None:
         self._end_load()
-        self.statusBar().showMessage("Loading cancelled", 5000)
+        self.statusBar().showMessage("Cancelled", 5000)
         self.load_cancelled.emit()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if self.worker is not None and not self.worker.done:
-            self.worker.cancel()
+        self._cancel_running()
+        self.cine.stop()
+        self.memory_timer.stop()
         super().closeEvent(event)

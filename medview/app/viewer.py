@@ -1,0 +1,266 @@
+"""GUI-free state of the reading workstation: what is shown, where the cursor is, how it is windowed.
+
+Views are thin: they read this state and redraw when it emits an event; user input calls its
+methods.  Everything here works (and is tested) without Qt.  World coordinates are LPS mm.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from medview.algorithms.reslice import VIEW_FRAMES, Plane, step_mm, view_plane
+from medview.app.measurements import Measurement, MeasurementList
+from medview.app.samples import resources_dir
+from medview.core.errors import MedviewError
+from medview.core.labels import LabelMap
+from medview.core.volume import Volume, WindowPreset
+
+VIEWS = ("axial", "coronal", "sagittal")
+SLAB_MODES = ("mean", "mip", "minip")
+COLORMAPS = ("grey", "viridis", "inferno", "magma", "plasma", "cividis")
+
+
+@lru_cache(maxsize=1)
+def window_presets_file() -> dict[str, Any]:
+    with open(resources_dir() / "presets" / "window_level.json", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def ct_presets() -> list[WindowPreset]:
+    return [WindowPreset(p["center"], p["width"], p["name"]) for p in window_presets_file()["CT"]]
+
+
+def percentile_window(volume: Volume, low: float, high: float, name: str) -> WindowPreset:
+    """Window from intensity percentiles of a subsample (MR and other non-calibrated data)."""
+    data = volume.array if not volume.is_color else volume.array.mean(axis=-1)
+    step = max(1, int(np.ceil((data.size / 4_000_000) ** (1 / 3))))
+    sample = data[::step, ::step, ::step]
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
+    if hi <= lo:
+        hi = lo + 1.0
+    return WindowPreset((lo + hi) / 2.0, hi - lo, name)
+
+
+@dataclass
+class LabelDisplay:
+    """How label maps are drawn: filled or outlined, overall opacity multiplier."""
+
+    outline: bool = False
+    opacity: float = 1.0
+
+
+@dataclass
+class ViewerState:
+    """The current study as the workstation shows it.
+
+    Events (``subscribe(event, callback)``): ``volume``, ``cursor``, ``window``, ``labels``,
+    ``geometry_view`` (rotation, slab), ``overlay`` (PHI switch, colormap, invert), ``measurements``.
+    """
+
+    volume: Volume | None = None
+    labels: LabelMap | None = None
+    cursor: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    window: WindowPreset = field(default_factory=lambda: WindowPreset(0.0, 1.0))
+    invert: bool = False
+    colormap: str = "grey"
+    rotations: dict[str, np.ndarray] = field(default_factory=lambda: {v: np.eye(3) for v in VIEWS})
+    slab_mm: float = 0.0
+    slab_mode: str = "mip"
+    hide_phi: bool = False
+    label_display: LabelDisplay = field(default_factory=LabelDisplay)
+    measurements: MeasurementList = field(default_factory=MeasurementList)
+    _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=lambda: defaultdict(list), repr=False)
+
+    # -- events ---------------------------------------------------------------------------------
+    def subscribe(self, event: str, callback: Callable[..., None]) -> None:
+        self._listeners[event].append(callback)
+
+    def unsubscribe(self, event: str, callback: Callable[..., None]) -> None:
+        if callback in self._listeners[event]:
+            self._listeners[event].remove(callback)
+
+    def emit(self, event: str, *args: Any) -> None:
+        for callback in list(self._listeners[event]):
+            callback(*args)
+
+    # -- volume ---------------------------------------------------------------------------------
+    def set_volume(self, volume: Volume, keep_view: bool = False) -> None:
+        """Show ``volume``: cursor at its centre, the file's window (else CT default or percentiles)."""
+        same_grid = self.volume is not None and self.volume.geometry == volume.geometry
+        self.volume = volume
+        if self.labels is not None and not self.labels.geometry.is_same_grid(volume.geometry):
+            self.labels = None
+            self.emit("labels")
+        if not (keep_view and same_grid):
+            g = volume.geometry
+            centre = (np.array(g.size_xyz, dtype=float) - 1) / 2.0
+            centre[2] = np.floor(centre[2] + 0.5)  # the middle slice, as the loader delivers it first
+            self.cursor = g.index_to_world(centre)
+            self.rotations = {v: np.eye(3) for v in VIEWS}
+            self.window = self.initial_window(volume)
+        self.emit("volume")
+        self.emit("window")
+        self.emit("cursor")
+
+    def initial_window(self, volume: Volume) -> WindowPreset:
+        if volume.metadata.window_presets:
+            return volume.metadata.window_presets[0]
+        if volume.modality == "CT":
+            return next(p for p in ct_presets() if p.name == "Mediastinum")
+        return percentile_window(volume, 1.0, 99.0, "Auto 1-99%")
+
+    def window_choices(self) -> list[WindowPreset]:
+        """File presets, then CT presets (for CT), then percentile windows."""
+        if self.volume is None:
+            return []
+        choices = list(self.volume.metadata.window_presets)
+        if self.volume.modality == "CT" or self.volume.metadata.units == "HU":
+            choices += ct_presets()
+        for p in window_presets_file()["percentiles"]:
+            choices.append(WindowPreset(0, 1, p["name"]))  # computed when chosen
+        return choices
+
+    def apply_window(self, name: str) -> WindowPreset:
+        if self.volume is None:
+            raise MedviewError("No image is open")
+        for p in window_presets_file()["percentiles"]:
+            if p["name"] == name:
+                return self.set_window(percentile_window(self.volume, p["low"], p["high"], name))
+        for preset in self.window_choices():
+            if preset.name == name:
+                return self.set_window(preset)
+        raise MedviewError(f"No window preset called {name}")
+
+    def set_window(self, preset: WindowPreset) -> WindowPreset:
+        width = max(float(preset.width), 1e-6)
+        self.window = WindowPreset(float(preset.center), width, preset.name)
+        self.emit("window")
+        return self.window
+
+    def adjust_window(self, d_center: float, d_width: float) -> None:
+        """Right-button drag: move the level and widen/narrow the window (same units as the image)."""
+        w = self.window
+        self.set_window(WindowPreset(w.center + d_center, max(w.width + d_width, 1e-6), "Custom"))
+
+    def set_invert(self, invert: bool) -> None:
+        self.invert = bool(invert)
+        self.emit("overlay")
+
+    def set_colormap(self, name: str) -> None:
+        if name not in COLORMAPS:
+            raise MedviewError(f"Unknown colormap {name}; choose one of {', '.join(COLORMAPS)}")
+        self.colormap = name
+        self.emit("overlay")
+
+    def set_hide_phi(self, hide: bool) -> None:
+        self.hide_phi = bool(hide)
+        self.emit("overlay")
+
+    # -- cursor and planes ------------------------------------------------------------------------
+    def plane(self, view: str) -> Plane:
+        if self.volume is None:
+            raise MedviewError("No image is open")
+        rotation = self.rotations[view]
+        return view_plane(self.volume.geometry, view, self.cursor,
+                          None if np.allclose(rotation, np.eye(3)) else rotation)
+
+    @property
+    def is_oblique(self) -> bool:
+        return any(not np.allclose(r, np.eye(3)) for r in self.rotations.values())
+
+    def set_cursor(self, point_lps: np.ndarray | list[float]) -> None:
+        """Move the crosshair to a world point, clamped to the volume's bounding box."""
+        if self.volume is None:
+            return
+        g = self.volume.geometry
+        idx = g.world_to_index(point_lps)
+        idx = np.clip(idx, 0, np.array(g.size_xyz) - 1)
+        self.cursor = g.index_to_world(idx)
+        self.emit("cursor")
+
+    def scroll(self, view: str, steps: int) -> None:
+        """Move the cursor by ``steps`` slices along the view's normal (mouse wheel, arrow keys)."""
+        if self.volume is None:
+            return
+        plane = self.plane(view)
+        self.set_cursor(self.cursor + steps * step_mm(self.volume.geometry, plane) * plane.normal())
+
+    def rotate(self, view: str, degrees: float) -> None:
+        """Oblique MPR: rotate the crosshair in ``view`` about its normal.
+
+        The view itself keeps its plane; the two other planes turn about the view's normal, so the
+        crosshair lines turn on screen in ``view`` and the other views show oblique planes.  The
+        three planes stay mutually perpendicular.
+        """
+        u, v = (np.asarray(a, dtype=float) for a in VIEW_FRAMES[view])
+        axis = self.rotations[view] @ np.cross(u, v)
+        a = np.radians(degrees)
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        turn = np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)  # Rodrigues' formula
+        for other in VIEWS:
+            if other != view:
+                self.rotations[other] = turn @ self.rotations[other]
+        self.emit("geometry_view")
+
+    def reset_rotation(self) -> None:
+        self.rotations = {v: np.eye(3) for v in VIEWS}
+        self.emit("geometry_view")
+
+    def set_slab(self, thickness_mm: float, mode: str | None = None) -> None:
+        if thickness_mm < 0:
+            raise MedviewError("Slab thickness cannot be negative")
+        if mode is not None and mode not in SLAB_MODES:
+            raise MedviewError(f"Slab mode must be one of {', '.join(SLAB_MODES)}")
+        self.slab_mm = float(thickness_mm)
+        self.slab_mode = mode or self.slab_mode
+        self.emit("geometry_view")
+
+    # -- labels -----------------------------------------------------------------------------------
+    def set_labels(self, labels: LabelMap | None) -> None:
+        if labels is not None and self.volume is not None and not labels.geometry.is_same_grid(self.volume.geometry):
+            raise MedviewError("The label map is not on the image's grid (resampling comes with label import)")
+        self.labels = labels
+        self.emit("labels")
+
+    def set_label_visible(self, value: int, visible: bool) -> None:
+        if self.labels is None:
+            return
+        self.labels.label(value).visible = bool(visible)
+        self.emit("labels")
+
+    def set_label_opacity(self, value: int, opacity: float) -> None:
+        if self.labels is None:
+            return
+        self.labels.label(value).opacity = float(np.clip(opacity, 0.0, 1.0))
+        self.emit("labels")
+
+    def set_label_outline(self, outline: bool) -> None:
+        self.label_display.outline = bool(outline)
+        self.emit("labels")
+
+    # -- measurements ---------------------------------------------------------------------------
+    def add_measurement(self, measurement: Measurement) -> Measurement:
+        if self.volume is None:
+            raise MedviewError("No image is open")
+        measurement.compute(self.volume)
+        self.measurements.add(measurement)
+        self.emit("measurements")
+        return measurement
+
+    def update_measurement(self, measurement: Measurement, points_lps: list[np.ndarray]) -> None:
+        if self.volume is None:
+            return
+        measurement.points = [np.asarray(p, dtype=float) for p in points_lps]
+        measurement.compute(self.volume)
+        self.emit("measurements")
+
+    def remove_measurement(self, measurement: Measurement) -> None:
+        self.measurements.remove(measurement)
+        self.emit("measurements")

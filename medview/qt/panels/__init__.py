@@ -1,0 +1,1 @@
+"""Dock-able panels of the main window."""

@@ -1,0 +1,1 @@
+"""Slice views and the layout grid that holds them."""

@@ -1,0 +1,526 @@
+"""One MPR slice view: a pyqtgraph ViewBox + ImageItems that draw the GUI-free ViewerState.
+
+Mouse: left = current tool (crosshair, or a measurement), right drag = window/level, middle drag =
+pan, wheel = scroll slices, Ctrl+wheel = zoom, double-click = reset zoom.  The view never computes
+an image itself: planes and reslicing come from ``medview.algorithms.reslice`` through the state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QPainter, QPen
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from medview.algorithms.reslice import Plane, orientation_letters, reslice, slice_index_for
+from medview.app.measurements import Measurement
+from medview.app.viewer import VIEWS, ViewerState
+
+VIEW_COLORS = {"axial": (230, 60, 60), "coronal": (60, 200, 80), "sagittal": (230, 200, 40)}
+TOOLS = ("crosshair", "distance", "angle", "rectangle", "ellipse", "polygon")
+
+
+class SliceViewBox(pg.ViewBox):
+    """ViewBox with a reading workstation's mouse mapping; it reports, the SliceView decides."""
+
+    left_press = Signal(QPointF)
+    left_drag = Signal(QPointF, bool)  # view position, finished
+    window_drag = Signal(float, float)  # screen pixels dx, dy
+    wheel_steps = Signal(int)
+
+    def __init__(self) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt override
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            pos = self.mapSceneToView(ev.scenePos())
+            if ev.double():
+                self.autoRange(padding=0.0)
+                return
+            self.left_press.emit(pos)
+            self.left_drag.emit(pos, True)
+        else:
+            ev.ignore()
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt override
+        ev.accept()
+        button = ev.button()
+        if button == Qt.MouseButton.RightButton:
+            delta = ev.pos() - ev.lastPos()
+            self.window_drag.emit(float(delta.x()), float(delta.y()))
+        elif button == Qt.MouseButton.MiddleButton:
+            shift = self.mapToView(ev.pos()) - self.mapToView(ev.lastPos())
+            self.translateBy(x=-shift.x(), y=-shift.y())
+        elif button == Qt.MouseButton.LeftButton:
+            if ev.isStart():
+                self.left_press.emit(self.mapSceneToView(ev.buttonDownScenePos()))
+            self.left_drag.emit(self.mapSceneToView(ev.scenePos()), bool(ev.isFinish()))
+
+    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt override
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            return
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        if delta:
+            self.wheel_steps.emit(1 if delta > 0 else -1)
+        ev.accept()
+
+
+class OverlayLayer(QWidget):
+    """Corner annotations, orientation letters and a scale bar, painted over the image.
+
+    ``texts()`` returns exactly what is painted, so tests can check that no patient identifier is
+    drawn when the PHI switch is on.
+    """
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.corners: dict[str, list[str]] = {"top_left": [], "top_right": [], "bottom_left": [], "bottom_right": []}
+        self.letters: dict[str, str] = {}
+        self.bar_mm = 0.0
+        self.bar_px = 0.0
+
+    def texts(self) -> list[str]:
+        out = [line for lines in self.corners.values() for line in lines]
+        out += list(self.letters.values())
+        if self.bar_px > 0:
+            out.append(f"{self.bar_mm:g} mm")
+        return out
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+        p = QPainter(self)
+        font = QFont("monospace")
+        font.setStyleHint(QFont.StyleHint.TypeWriter)
+        font.setPointSize(9)
+        p.setFont(font)
+        metrics = p.fontMetrics()
+        h = metrics.height()
+        w, ht = self.width(), self.height()
+        p.setPen(QColor(230, 230, 230))
+        for key, lines in self.corners.items():
+            for i, line in enumerate(lines):
+                tw = metrics.horizontalAdvance(line)
+                x = 6 if key.endswith("left") else w - tw - 6
+                y = 4 + h * (i + 1) if key.startswith("top") else ht - 6 - h * (len(lines) - 1 - i)
+                p.drawText(x, y - metrics.descent(), line)
+        p.setPen(QColor(255, 210, 90))
+        bold = QFont(font)
+        bold.setBold(True)
+        bold.setPointSize(11)
+        p.setFont(bold)
+        m2 = p.fontMetrics()
+        for side, letter in self.letters.items():
+            tw = m2.horizontalAdvance(letter)
+            if side == "left":
+                p.drawText(6, ht // 2, letter)
+            elif side == "right":
+                p.drawText(w - tw - 6, ht // 2, letter)
+            elif side == "top":
+                p.drawText((w - tw) // 2, m2.height() + 2, letter)
+            else:
+                p.drawText((w - tw) // 2, ht - 8, letter)
+        if self.bar_px > 4:
+            p.setPen(QPen(QColor(230, 230, 230), 2))
+            x0, y0 = w - 16 - self.bar_px, ht - 6 - h * 4
+            p.drawLine(int(x0), int(y0), int(x0 + self.bar_px), int(y0))
+            for x in (x0, x0 + self.bar_px):
+                p.drawLine(int(x), int(y0 - 4), int(x), int(y0 + 4))
+            p.setFont(font)
+            p.drawText(int(x0), int(y0 - 6), f"{self.bar_mm:g} mm")
+        p.end()
+
+
+def _nice_length(mm: float) -> float:
+    """Largest 1/2/5 x 10^k not above ``mm``."""
+    if mm <= 0:
+        return 0.0
+    k = 10 ** np.floor(np.log10(mm))
+    return float(max(m * k for m in (1, 2, 5) if m * k <= mm))
+
+
+class SliceView(QWidget):
+    """A view of ``state`` in one of the three MPR orientations."""
+
+    hovered = Signal(str)
+    activated = Signal(str)  # this view was clicked (the window tracks the active view)
+
+    def __init__(self, state: ViewerState, view: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        if view not in VIEWS:
+            raise ValueError(view)
+        self.state = state
+        self.view = view
+        self.tool = "crosshair"
+        self.plane: Plane | None = None
+        self.image_data: np.ndarray | None = None
+        self._pending: list[np.ndarray] = []
+        self._drag_measurement: Measurement | None = None
+        self._drag_point: int | None = None
+
+        self.graphics = pg.GraphicsView()
+        self.graphics.setBackground("k")
+        self.view_box = SliceViewBox()
+        self.graphics.setCentralItem(self.view_box)
+        self.image = pg.ImageItem()
+        self.label_image = pg.ImageItem()
+        self.label_image.setZValue(5)
+        self.view_box.addItem(self.image)
+        self.view_box.addItem(self.label_image)
+        self.lines: dict[str, pg.InfiniteLine] = {}
+        for other in VIEWS:
+            if other != view:
+                line = pg.InfiniteLine(pen=pg.mkPen(VIEW_COLORS[other], width=1), movable=False)
+                line.setZValue(10)
+                self.view_box.addItem(line, ignoreBounds=True)
+                self.lines[other] = line
+        self.preview = pg.PlotDataItem(pen=pg.mkPen((255, 255, 0), width=1.5))
+        self.preview.setZValue(20)
+        self.view_box.addItem(self.preview, ignoreBounds=True)
+        self.measure_items: list[pg.GraphicsObject] = []
+        self.overlay = OverlayLayer(self.graphics)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(1, 1, 1, 1)
+        layout.addWidget(self.graphics)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+        vb = self.view_box
+        vb.left_press.connect(self._on_press)
+        vb.left_drag.connect(self._on_drag)
+        vb.window_drag.connect(self._on_window_drag)
+        vb.wheel_steps.connect(lambda steps: self.state.scroll(self.view, steps))
+        vb.sigRangeChanged.connect(lambda *_: self._update_overlay())
+        self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        for event, handler in (("volume", self._on_volume), ("cursor", self.refresh), ("window", self._apply_levels),
+                               ("labels", self._draw_labels), ("geometry_view", self.refresh),
+                               ("overlay", self._on_overlay), ("measurements", self._draw_measurements)):
+            state.subscribe(event, handler)
+        self._handlers = state._listeners  # for unsubscribe on close
+
+    # -- coordinates ------------------------------------------------------------------------------
+    def view_to_world(self, pos: QPointF) -> np.ndarray:
+        """World LPS point of a position in view coordinates (mm from the plane's corner)."""
+        assert self.plane is not None
+        su, sv = self.plane.spacing
+        return self.plane.pixel_to_world(pos.x() / su - 0.5, pos.y() / sv - 0.5)
+
+    def world_to_view(self, point: np.ndarray) -> QPointF:
+        assert self.plane is not None
+        su, sv = self.plane.spacing
+        col, row = self.plane.world_to_pixel(point)
+        return QPointF((col + 0.5) * su, (row + 0.5) * sv)
+
+    def world_to_widget(self, point: np.ndarray) -> QPointF:
+        """Where a world point appears in this widget's graphics viewport (for tests and tools)."""
+        scene = self.view_box.mapViewToScene(self.world_to_view(point))
+        return QPointF(self.graphics.mapFromScene(scene))
+
+    # -- drawing ----------------------------------------------------------------------------------
+    def _on_volume(self) -> None:
+        self.plane = None
+        self.refresh()
+        self.reset_zoom()
+        self._draw_labels()
+        self._draw_measurements()
+
+    def reset_zoom(self) -> None:
+        if self.plane is not None:
+            self.view_box.autoRange(padding=0.0)
+
+    def refresh(self) -> None:
+        """Reslice if the plane changed, then move the crosshair lines and annotations."""
+        volume = self.state.volume
+        if volume is None:
+            return
+        plane = self.state.plane(self.view)
+        if plane != self.plane:
+            self.plane = plane
+            data = reslice(volume.array, volume.geometry, plane, slab_mm=self.state.slab_mm,
+                           mode=self.state.slab_mode)
+            self.image_data = data
+            self.image.setImage(data, autoLevels=False)
+            su, sv = plane.spacing
+            rows, cols = data.shape[:2]
+            self.image.setRect(QRectF(0, 0, cols * su, rows * sv))
+            self._apply_levels()
+            self._draw_labels()
+            self._draw_measurements()
+        self._place_crosshair()
+        self._update_overlay()
+
+    def _apply_levels(self) -> None:
+        volume = self.state.volume
+        if volume is None or self.image_data is None:
+            return
+        if volume.is_color:
+            self.image.setLevels([0, 255 if self.image_data.dtype == np.uint8 else 65535])
+            self.image.setLookupTable(None)
+        else:
+            w = self.state.window
+            self.image.setLevels([w.low, w.high])
+            self.image.setLookupTable(self._lookup_table())
+        self._update_overlay()
+
+    def _lookup_table(self) -> np.ndarray:
+        name = self.state.colormap
+        if name == "grey":
+            lut = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+        else:
+            lut = pg.colormap.get(name).getLookupTable(nPts=256, alpha=False)
+        return lut[::-1].copy() if self.state.invert else lut
+
+    def _on_overlay(self) -> None:
+        self._apply_levels()
+
+    def _place_crosshair(self) -> None:
+        assert self.plane is not None
+        centre = self.world_to_view(self.state.cursor)
+        n_self = self.plane.normal()
+        for other, line in self.lines.items():
+            n_other = self.state.plane(other).normal()
+            direction = np.cross(n_self, n_other)
+            du = float(np.dot(direction, self.plane.u))
+            dv = float(np.dot(direction, self.plane.v))
+            line.setAngle(float(np.degrees(np.arctan2(dv, du))))
+            line.setPos(centre)
+
+    def _draw_labels(self) -> None:
+        labels = self.state.labels
+        if labels is None or self.plane is None or self.state.volume is None:
+            self.label_image.clear()
+            return
+        lab = reslice(labels.array, labels.geometry, self.plane, order=0, fill=0)
+        lab = np.rint(lab).astype(np.int32) if lab.dtype.kind == "f" else lab.astype(np.int32)
+        n = max(int(labels.array.max(initial=0)), max((entry.value for entry in labels.labels), default=0)) + 1
+        lut = np.zeros((n, 4), np.uint8)
+        overall = self.state.label_display.opacity
+        for entry in labels.labels:
+            if entry.visible and 0 < entry.value < n:
+                lut[entry.value] = (*entry.color, int(255 * entry.opacity * overall))
+        if self.state.label_display.outline:
+            edge = np.zeros_like(lab, dtype=bool)
+            edge[1:, :] |= lab[1:, :] != lab[:-1, :]
+            edge[:-1, :] |= lab[:-1, :] != lab[1:, :]
+            edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+            edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+            lab = np.where(edge, lab, 0)
+            lut[1:, 3] = np.where(lut[1:, 3] > 0, 255, 0)
+        rgba = lut[np.clip(lab, 0, n - 1)]
+        self.label_image.setImage(rgba, autoLevels=False, levels=[0, 255])
+        su, sv = self.plane.spacing
+        self.label_image.setRect(QRectF(0, 0, rgba.shape[1] * su, rgba.shape[0] * sv))
+
+    def _visible_here(self, m: Measurement) -> bool:
+        assert self.plane is not None
+        tolerance = 0.5 * max(min(self.state.volume.geometry.spacing), 1e-3) if self.state.volume else 0.5
+        if m.plane is not None:
+            return np.allclose(m.plane.normal(), self.plane.normal(), atol=1e-6) and all(
+                abs(self.plane.distance_to(p)) <= tolerance for p in m.points)
+        return all(abs(self.plane.distance_to(p)) <= tolerance for p in m.points)
+
+    def _draw_measurements(self) -> None:
+        for item in self.measure_items:
+            self.view_box.removeItem(item)
+        self.measure_items = []
+        if self.plane is None:
+            return
+        units = self.state.volume.metadata.units if self.state.volume else ""
+        for m in self.state.measurements:
+            if not self._visible_here(m):
+                continue
+            xy = self._outline(m)
+            item = pg.PlotDataItem(xy[:, 0], xy[:, 1], pen=pg.mkPen((255, 220, 0), width=1.5),
+                                   symbol="o" if m.kind in ("distance", "angle") else None, symbolSize=5,
+                                   symbolBrush=(255, 220, 0))
+            text = pg.TextItem(m.summary(units), color=(255, 230, 120), anchor=(0, 1))
+            text.setPos(float(xy[:, 0].max()), float(xy[:, 1].min()))
+            for it in (item, text):
+                it.setZValue(15)
+                self.view_box.addItem(it, ignoreBounds=True)
+                self.measure_items.append(it)
+
+    def _outline(self, m: Measurement) -> np.ndarray:
+        pts = np.array([[q.x(), q.y()] for q in (self.world_to_view(p) for p in m.points)])
+        if m.kind == "rectangle":
+            (x0, y0), (x1, y1) = pts
+            return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
+        if m.kind == "ellipse":
+            (cx, cy), (ex, ey) = pts
+            t = np.linspace(0, 2 * np.pi, 73)
+            return np.column_stack([cx + abs(ex - cx) * np.cos(t), cy + abs(ey - cy) * np.sin(t)])
+        if m.kind == "polygon":
+            return np.vstack([pts, pts[:1]])
+        return pts
+
+    def _update_overlay(self) -> None:
+        volume = self.state.volume
+        if volume is None or self.plane is None:
+            return
+        md = volume.metadata
+        w = self.state.window
+        top_left = []
+        if not self.state.hide_phi:
+            top_left += [md.patient_name.replace("^", " ") or "(no name)", f"ID {md.patient_id or '-'}",
+                         f"{_format_date(md.study_date)}"]
+        top_left += [f"{md.modality} {md.series_description}".strip()]
+        position = float(np.dot(self.state.cursor, self.plane.normal()))
+        k = slice_index_for(volume.geometry, self.plane)
+        n = volume.geometry.shape[0] if self.view == "axial" else None
+        slice_text = self.view.capitalize()
+        if k is not None:
+            axis_len = {0: volume.geometry.size_xyz[0], 1: volume.geometry.size_xyz[1],
+                        2: volume.geometry.size_xyz[2]}
+            n = _normal_axis_length(volume.geometry, self.plane, axis_len)
+            slice_text += f"  {k + 1}/{n}"
+        if self.state.slab_mm > 0:
+            slice_text += f"  {self.state.slab_mode.upper()} {self.state.slab_mm:g} mm"
+        bottom_left = [slice_text, f"pos {position:.1f} mm"]
+        (x0, x1), _ = self.view_box.viewRange()
+        view_px = max(self.view_box.width(), 1.0)
+        mm_per_px = (x1 - x0) / view_px
+        zoom = (self.plane.spacing[0] / mm_per_px) if mm_per_px > 0 else 1.0
+        bottom_right = [f"W {w.width:.0f} L {w.center:.0f}" if not volume.is_color else "RGB",
+                        f"zoom {zoom:.2f}x"]
+        if self.state.is_oblique:
+            bottom_right.insert(0, "oblique")
+        self.overlay.corners = {"top_left": top_left, "top_right": [], "bottom_left": bottom_left,
+                                "bottom_right": bottom_right}
+        self.overlay.letters = orientation_letters(self.plane.u, self.plane.v)
+        bar_mm = _nice_length((x1 - x0) / 5.0)
+        self.overlay.bar_mm = bar_mm
+        self.overlay.bar_px = bar_mm / mm_per_px if mm_per_px > 0 else 0.0
+        self.overlay.update()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self.overlay.setGeometry(self.graphics.rect())
+        self._update_overlay()
+
+    # -- input --------------------------------------------------------------------------------------
+    def _on_press(self, pos: QPointF) -> None:
+        self.activated.emit(self.view)
+        if self.plane is None:
+            return
+        if self.tool != "crosshair":
+            hit = self._hit_measurement(pos)
+            if hit is not None:
+                self._drag_measurement, self._drag_point = hit
+                return
+        if self.tool in ("distance", "rectangle", "ellipse", "polygon"):
+            self._pending = [self.view_to_world(pos)]
+        elif self.tool == "angle":
+            self._pending.append(self.view_to_world(pos))
+
+    def _hit_measurement(self, pos: QPointF) -> tuple[Measurement, int] | None:
+        """A measurement point within 6 screen pixels of ``pos`` (to drag it)."""
+        mm_per_px = self.view_box.viewPixelSize()[0]
+        for m in self.state.measurements:
+            if not self._visible_here(m) or m.kind == "polygon":
+                continue
+            for i, p in enumerate(m.points):
+                q = self.world_to_view(p)
+                if np.hypot(q.x() - pos.x(), q.y() - pos.y()) <= 6 * mm_per_px:
+                    return m, i
+        return None
+
+    def _on_drag(self, pos: QPointF, finished: bool) -> None:
+        if self.plane is None:
+            return
+        world = self.view_to_world(pos)
+        if self._drag_measurement is not None:
+            points = list(self._drag_measurement.points)
+            points[self._drag_point or 0] = world
+            self.state.update_measurement(self._drag_measurement, points)
+            if finished:
+                self._drag_measurement = self._drag_point = None
+            return
+        if self.tool == "crosshair":
+            self.state.set_cursor(world)
+            return
+        if self.tool == "angle":
+            if finished and len(self._pending) >= 3:
+                self._finish_measurement("angle", self._pending[:3])
+            else:
+                self._show_preview([*self._pending, world])
+            return
+        if not self._pending:
+            return
+        if self.tool == "polygon":
+            if not finished:
+                self._pending.append(world)
+        points = [self._pending[0], world] if self.tool != "polygon" else self._pending
+        if finished:
+            if self.tool == "polygon" and len(points) >= 3:
+                self._finish_measurement("polygon", points)
+            elif self.tool != "polygon" and np.linalg.norm(points[1] - points[0]) > 1e-6:
+                self._finish_measurement(self.tool, points)
+            else:
+                self._pending = []
+                self.preview.clear()
+        else:
+            self._show_preview(points)
+
+    def _show_preview(self, points: list[np.ndarray]) -> None:
+        fake = Measurement.__new__(Measurement)
+        fake.kind, fake.points = self.tool, points
+        xy = self._outline(fake) if self.tool in ("rectangle", "ellipse") and len(points) == 2 else np.array(
+            [[q.x(), q.y()] for q in (self.world_to_view(p) for p in points)])
+        self.preview.setData(xy[:, 0], xy[:, 1])
+
+    def _finish_measurement(self, kind: str, points: list[np.ndarray]) -> None:
+        self._pending = []
+        self.preview.clear()
+        plane = self.plane if kind in ("rectangle", "ellipse", "polygon") else None
+        self.state.add_measurement(Measurement(kind, points, view=self.view, plane=plane))
+
+    def _on_window_drag(self, dx: float, dy: float) -> None:
+        volume = self.state.volume
+        if volume is None or volume.is_color:
+            return
+        scale = max(self.state.window.width, 1.0) / 300.0  # 300 screen pixels = one window width
+        self.state.adjust_window(d_center=-dy * scale, d_width=dx * scale)
+
+    def _on_mouse_moved(self, scene_pos) -> None:
+        volume = self.state.volume
+        if volume is None or self.plane is None or self.image_data is None:
+            return
+        if not self.view_box.sceneBoundingRect().contains(scene_pos):
+            return
+        pos = self.view_box.mapSceneToView(scene_pos)
+        su, sv = self.plane.spacing
+        col, row = int(np.floor(pos.x() / su)), int(np.floor(pos.y() / sv))
+        if not (0 <= row < self.image_data.shape[0] and 0 <= col < self.image_data.shape[1]):
+            self.hovered.emit("")
+            return
+        world = self.plane.pixel_to_world(col, row)
+        value = self.image_data[row, col]
+        units = volume.metadata.units
+        shown = ", ".join(str(int(c)) for c in value) if volume.is_color else f"{float(value):.1f} {units}".rstrip()
+        ijk = np.rint(volume.geometry.world_to_index(world)).astype(int)
+        self.hovered.emit(f"{self.view}  voxel ({ijk[0]}, {ijk[1]}, {ijk[2]})   LPS ({world[0]:.1f}, "
+                          f"{world[1]:.1f}, {world[2]:.1f}) mm   value {shown}")
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        key = event.key()
+        steps = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10}
+        if key in steps:
+            self.state.scroll(self.view, steps[key])
+        else:
+            super().keyPressEvent(event)
+
+    def detach(self) -> None:
+        """Stop listening to the state (before the widget is deleted)."""
+        for event, callbacks in list(self._handlers.items()):
+            self._handlers[event] = [c for c in callbacks if getattr(c, "__self__", None) is not self]
+
+
+def _normal_axis_length(geometry, plane: Plane, axis_len: dict[int, int]) -> int:
+    d = geometry.direction_matrix
+    axis = int(np.argmax(np.abs(d.T @ plane.normal())))
+    return axis_len[axis]
+
+
+def _format_date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value or "-"
