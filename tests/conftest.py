@@ -63,3 +63,21 @@ def chest_ct_sample() -> Path:
     from medview.app.samples import sample_path
 
     return sample_path("chest_ct")
+
+
+SPHERE_RADIUS_MM = 20.0
+SPHERE_CENTRE_LPS = (0.0, 0.0, 0.0)
+
+
+@pytest.fixture(scope="session")
+def sphere_phantom(tmp_path_factory) -> Path:
+    """plastimatch's analytic sphere (r = 20 mm at the LPS origin) as a CT series, 0.8 x 0.8 x 1.25 mm."""
+    require_tool("plastimatch")
+    out = tmp_path_factory.mktemp("sphere") / "dicom"
+    subprocess.run(["plastimatch", "synth", "--pattern", "sphere", "--radius", "20", "--center", "0 0 0",
+                    "--dim", "100 100 60", "--spacing", "0.8 0.8 1.25", "--origin", "-39.6 -39.6 -36.875",
+                    "--background", "-1000", "--foreground", "100", "--output-type", "short",
+                    "--output-dicom", str(out)], check=True, capture_output=True)
+    for dose in out.glob("dose*.dcm"):
+        dose.unlink()
+    return out

@@ -16,17 +16,8 @@ import numpy as np
 
 from medview.core.errors import MedviewError
 
-__all__ = [
-    "RoiStats",
-    "angle_deg",
-    "distance_mm",
-    "ellipse_area_mm2",
-    "ellipse_mask",
-    "polygon_area_mm2",
-    "polygon_mask",
-    "rectangle_mask",
-    "roi_stats",
-]
+__all__ = ["RoiStats", "angle_deg", "distance_mm", "ellipse_area_mm2", "ellipse_mask", "polygon_area_mm2",
+           "polygon_mask", "rectangle_mask", "roi_stats"]
 
 PointLike = Sequence[float] | np.ndarray
 

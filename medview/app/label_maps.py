@@ -25,10 +25,10 @@ def _table_for(path: Path) -> dict[int, dict]:
     return {}
 
 
-def open_label_map(path: str | os.PathLike[str], reference: Volume | None = None) -> LabelMap:
+def open_label_map(path: str | os.PathLike[str], reference: Volume | None = None, task=None) -> LabelMap:
     """Read a label image (NIfTI, NRRD, MHA, DICOM) as a LabelMap on ``reference``'s grid."""
     path = Path(path)
-    image = open_image(path)
+    image = open_image(path, task=task)
     if image.is_color or not np.issubdtype(image.array.dtype, np.integer):
         if image.is_color or not np.all(np.mod(image.array, 1) == 0):
             raise MedviewError(f"{path.name} is not a label map: it holds non-integer values")

@@ -383,9 +383,16 @@ class MainWindow(QMainWindow):
         if self.state.volume is None:
             self._on_failed("Open an image before its label map")
             return
-        worker = Worker(lambda p, task: open_label_map(p, self.state.volume), path)
-        worker.signals.finished.connect(self.state.set_labels)
+        worker = Worker(open_label_map, path, self.state.volume)
+        worker.signals.finished.connect(self._labels_loaded)
         self._run(worker, f"Reading labels {path}...")
+
+    def _labels_loaded(self, labels) -> None:
+        self._end_load()
+        try:
+            self.state.set_labels(labels)
+        except MedviewError as exc:
+            self._on_failed(str(exc))
 
     def _run(self, worker: Worker, message: str) -> None:
         worker.signals.progress.connect(self._on_progress)
@@ -443,10 +450,7 @@ class MainWindow(QMainWindow):
         except MedviewError:
             return
         if self.current_path and Path(self.current_path).resolve() == sample.resolve():
-            try:
-                self.state.set_labels(open_label_map(sample_path("chest_ct_label"), self.state.volume))
-            except MedviewError as exc:
-                log.warning("sample label not shown: %s", exc)
+            self.open_labels(str(sample_path("chest_ct_label")))
 
     def _volume_shown(self) -> None:
         self.window_combo.blockSignals(True)
