@@ -77,6 +77,7 @@ class ViewerState:
     label_display: LabelDisplay = field(default_factory=LabelDisplay)
     measurements: MeasurementList = field(default_factory=MeasurementList)
     _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=lambda: defaultdict(list), repr=False)
+    _planes: dict[tuple, Plane] = field(default_factory=dict, repr=False)
 
     # -- events ---------------------------------------------------------------------------------
     def subscribe(self, event: str, callback: Callable[..., None]) -> None:
@@ -165,11 +166,19 @@ class ViewerState:
 
     # -- cursor and planes ------------------------------------------------------------------------
     def plane(self, view: str) -> Plane:
+        """The plane ``view`` shows now (cached until the cursor, rotation or volume changes)."""
         if self.volume is None:
             raise MedviewError("No image is open")
-        rotation = self.rotations[view]
-        return view_plane(self.volume.geometry, view, self.cursor,
-                          None if np.allclose(rotation, np.eye(3)) else rotation)
+        key = (view, id(self.volume.geometry), self.cursor.tobytes(), self.rotations[view].tobytes())
+        plane = self._planes.get(key)
+        if plane is None:
+            rotation = self.rotations[view]
+            plane = view_plane(self.volume.geometry, view, self.cursor,
+                               None if np.allclose(rotation, np.eye(3)) else rotation)
+            if len(self._planes) > 64:
+                self._planes.clear()
+            self._planes[key] = plane
+        return plane
 
     @property
     def is_oblique(self) -> bool:

@@ -350,7 +350,7 @@ class MainWindow(QMainWindow):
         self._run(worker, f"Scanning {path}...")
 
     def _scanned(self, path: str, found: list, series: str | None) -> None:
-        self.browser.set_scan(path, found)
+        self.browser.set_scan(path, found, defer_thumbnails=True)
         if not found:
             self._on_failed(f"Nothing to open in {path}")
             return
@@ -437,6 +437,7 @@ class MainWindow(QMainWindow):
         same = self.state.volume is volume
         self.state.set_volume(volume, keep_view=same)
         self._auto_labels()
+        self.browser.start_thumbnails()
         title = volume.metadata.series_description or os.path.basename(volume.metadata.source.rstrip("/"))
         self.setWindowTitle(f"medview - {title}")
         if volume.warnings:
@@ -461,6 +462,7 @@ class MainWindow(QMainWindow):
 
     def _on_failed(self, message: str) -> None:
         self._end_load()
+        self.browser.start_thumbnails()
         log.warning("%s", message)
         self.load_failed.emit(message)
         if os.environ.get("QT_QPA_PLATFORM") != "offscreen":

@@ -43,6 +43,14 @@ def pool_available() -> bool:
     return not _DISABLED and worker_count() > 1
 
 
+def _lower_priority() -> None:
+    """Workers yield the CPU to the process that started them: the GUI stays fluid while they decode."""
+    try:
+        os.nice(5)
+    except OSError:  # pragma: no cover - not permitted here
+        pass
+
+
 def process_pool() -> ProcessPoolExecutor:
     """The shared pool, started on first use."""
     global _POOL
@@ -53,7 +61,7 @@ def process_pool() -> ProcessPoolExecutor:
             else:
                 ctx = mp.get_context("forkserver")
                 ctx.set_forkserver_preload(["medview.io.dicom.headers", "medview.io.dicom.decode"])
-            _POOL = ProcessPoolExecutor(max_workers=worker_count(), mp_context=ctx)
+            _POOL = ProcessPoolExecutor(max_workers=worker_count(), mp_context=ctx, initializer=_lower_priority)
         return _POOL
 
 

@@ -6,8 +6,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from medview.algorithms.statistics import Histogram, intensity_histogram
 from medview.app.viewer import ViewerState
 from medview.core.volume import WindowPreset
+from medview.qt.workers import Worker, start
 
 
 class HistogramPanel(QWidget):
@@ -30,18 +32,24 @@ class HistogramPanel(QWidget):
         state.subscribe("volume", self.refresh)
         state.subscribe("window", self._window_changed)
         self._updating = False
+        self.worker: Worker | None = None
 
     def refresh(self) -> None:
+        """Recompute the histogram in a worker (never on the GUI thread) for the shown volume."""
         volume = self.state.volume
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
         if volume is None or volume.is_color:
             self.curve.setData([0, 1], [0])
             return
-        data = volume.array
-        step = max(1, int(np.ceil((data.size / 2_000_000) ** (1 / 3))))
-        sample = data[::step, ::step, ::step].ravel()
-        lo, hi = float(sample.min()), float(sample.max())
-        counts, edges = np.histogram(sample, bins=256, range=(lo, hi if hi > lo else lo + 1))
-        self.curve.setData(edges, np.log1p(counts))
+        self.worker = Worker(intensity_histogram, volume.array)
+        self.worker.signals.finished.connect(self._show)
+        start(self.worker)
+
+    def _show(self, hist: Histogram) -> None:
+        if self.worker is None or self.sender() is not self.worker.signals:
+            return  # a histogram of a volume that is no longer shown
+        self.curve.setData(hist.edges, np.log1p(hist.counts))
         self._window_changed()
 
     def _window_changed(self) -> None:

@@ -119,8 +119,12 @@ class SeriesBrowser(QWidget):
         self.status.setText(f"Scanning {path}…")
         self._start(worker)
 
-    def set_scan(self, path: str, series: list) -> None:
-        """List ``series`` (SeriesInfo / FileImageInfo found at ``path``) and make thumbnails in the background."""
+    def set_scan(self, path: str, series: list, defer_thumbnails: bool = False) -> None:
+        """List ``series`` (SeriesInfo / FileImageInfo found at ``path``) and make thumbnails in the background.
+
+        With ``defer_thumbnails`` the thumbnails wait for :meth:`start_thumbnails` (the window calls it
+        once the series it is loading is on screen, so thumbnails do not compete with that load).
+        """
         if self._scan_worker is not None:
             self._scan_worker.cancel()  # a scan still running would replace this list
             self._scan_worker = None
@@ -135,6 +139,14 @@ class SeriesBrowser(QWidget):
         self.status.setText(f"{os.path.basename(path.rstrip(os.sep)) or path}: {len(self.series)} series{note}")
         self.status.setToolTip("\n".join([path] + [f"skipped {f}: {why}" for f, why in skipped[:20]]))
         self._thumbnails_done = 0
+        self._thumb_worker = None
+        if not defer_thumbnails:
+            self.start_thumbnails()
+
+    def start_thumbnails(self) -> None:
+        """Make the thumbnails of the listed series (once per listing)."""
+        if self._thumb_worker is not None or not self.series:
+            return
         worker = Worker(thumbnails, list(self.series), self.thumbnail_size)
         worker.kwargs["on_thumbnail"] = worker.signals.partial.emit  # each thumbnail as soon as it is ready
         worker.signals.partial.connect(self._on_thumbnail)

@@ -13,6 +13,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from medview.algorithms.display import window_to_uint8
 from medview.algorithms.reslice import Plane, orientation_letters, reslice, slice_index_for
 from medview.app.measurements import Measurement
 from medview.app.viewer import VIEWS, ViewerState
@@ -159,6 +160,7 @@ class SliceView(QWidget):
         self._pending: list[np.ndarray] = []
         self._drag_measurement: Measurement | None = None
         self._drag_point: int | None = None
+        self._geometry = None
 
         self.graphics = pg.GraphicsView()
         self.graphics.setBackground("k")
@@ -219,11 +221,14 @@ class SliceView(QWidget):
 
     # -- drawing ----------------------------------------------------------------------------------
     def _on_volume(self) -> None:
+        """A new volume, or the same study completed after its middle slice: keep zoom if the grid is the same."""
+        geometry = self.state.volume.geometry if self.state.volume is not None else None
+        new_grid = geometry != self._geometry
+        self._geometry = geometry
         self.plane = None
         self.refresh()
-        self.reset_zoom()
-        self._draw_labels()
-        self._draw_measurements()
+        if new_grid:
+            self.reset_zoom()
 
     def reset_zoom(self) -> None:
         if self.plane is not None:
@@ -240,28 +245,29 @@ class SliceView(QWidget):
             data = reslice(volume.array, volume.geometry, plane, slab_mm=self.state.slab_mm,
                            mode=self.state.slab_mode)
             self.image_data = data
-            self.image.setImage(data, autoLevels=False)
+            self._apply_levels(update_overlay=False)
             su, sv = plane.spacing
             rows, cols = data.shape[:2]
             self.image.setRect(QRectF(0, 0, cols * su, rows * sv))
-            self._apply_levels()
             self._draw_labels()
             self._draw_measurements()
         self._place_crosshair()
         self._update_overlay()
 
-    def _apply_levels(self) -> None:
+    def _apply_levels(self, update_overlay: bool = True) -> None:
+        """Window the current slice to 8 bits (fast LUT, off pyqtgraph's slow path) and colour it."""
         volume = self.state.volume
         if volume is None or self.image_data is None:
             return
         if volume.is_color:
-            self.image.setLevels([0, 255 if self.image_data.dtype == np.uint8 else 65535])
-            self.image.setLookupTable(None)
+            top = 255 if self.image_data.dtype == np.uint8 else 65535
+            self.image.setImage(self.image_data, autoLevels=False, levels=[0, top], lut=None)
         else:
             w = self.state.window
-            self.image.setLevels([w.low, w.high])
-            self.image.setLookupTable(self._lookup_table())
-        self._update_overlay()
+            shown = window_to_uint8(self.image_data, w.low, w.high)
+            self.image.setImage(shown, autoLevels=False, levels=[0, 255], lut=self._lookup_table())
+        if update_overlay:
+            self._update_overlay()
 
     def _lookup_table(self) -> np.ndarray:
         name = self.state.colormap
