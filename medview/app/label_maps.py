@@ -29,9 +29,10 @@ def open_label_map(path: str | os.PathLike[str], reference: Volume | None = None
     """Read a label image (NIfTI, NRRD, MHA, DICOM) as a LabelMap on ``reference``'s grid."""
     path = Path(path)
     image = open_image(path, task=task)
-    if image.is_color or not np.issubdtype(image.array.dtype, np.integer):
-        if image.is_color or not np.all(np.mod(image.array, 1) == 0):
-            raise MedviewError(f"{path.name} is not a label map: it holds non-integer values")
+    integral = not image.is_color and (np.issubdtype(image.array.dtype, np.integer)
+                                       or bool(np.all(np.mod(image.array, 1) == 0)))
+    if not integral:
+        raise MedviewError(f"{path.name} is not a label map: it holds non-integer values")
     if reference is not None and not image.geometry.is_same_grid(reference.geometry, tol_mm=1e-2):
         raise MedviewError(f"{path.name} is not on the grid of the open image "
                            f"({image.geometry.size_xyz} vs {reference.geometry.size_xyz} voxels)")

@@ -15,6 +15,7 @@ If the pool cannot start or a worker dies, callers fall back to working in this 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing as mp
 import os
 import threading
@@ -45,10 +46,8 @@ def pool_available() -> bool:
 
 def _lower_priority() -> None:
     """Workers yield the CPU to the process that started them: the GUI stays fluid while they decode."""
-    try:
+    with contextlib.suppress(OSError):  # not permitted: run at normal priority
         os.nice(5)
-    except OSError:  # pragma: no cover - not permitted here
-        pass
 
 
 def process_pool() -> ProcessPoolExecutor:

@@ -453,9 +453,8 @@ class SliceView(QWidget):
             return
         if not self._pending:
             return
-        if self.tool == "polygon":
-            if not finished:
-                self._pending.append(world)
+        if self.tool == "polygon" and not finished:
+            self._pending.append(world)
         points = [self._pending[0], world] if self.tool != "polygon" else self._pending
         if finished:
             if self.tool == "polygon" and len(points) >= 3:
