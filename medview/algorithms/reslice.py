@@ -140,13 +140,6 @@ class Plane:
 
 
 # -- alignment helpers ---------------------------------------------------------------------------------
-def _is_signed_permutation(direction: np.ndarray) -> bool:
-    a = np.abs(direction)
-    near_one = np.abs(a - 1.0) < _AXIS_TOL
-    return bool(np.all(near_one | (a < _AXIS_TOL)) and np.all(near_one.sum(axis=0) == 1)
-                and np.all(near_one.sum(axis=1) == 1))
-
-
 def _axis_of(direction: np.ndarray, vec: np.ndarray) -> tuple[int, int] | None:
     """``(index axis, sign)`` when ``vec`` is parallel to an index axis (x=0, y=1, z=2), else None."""
     comp = direction.T @ vec  # components along the index axes (direction is orthonormal)
@@ -158,9 +151,7 @@ def _axis_of(direction: np.ndarray, vec: np.ndarray) -> tuple[int, int] | None:
 
 def _aligned_axes(geometry: Geometry, u: np.ndarray, v: np.ndarray) -> tuple[int, int, int, int, int] | None:
     """``(axis_u, sign_u, axis_v, sign_v, axis_normal)`` for directions along index axes, else None."""
-    d = geometry.direction_matrix
-    if not _is_signed_permutation(d):
-        return None
+    d = geometry.direction_matrix  # any orthonormal grid: oblique acquisitions have native planes too
     au, av = _axis_of(d, u), _axis_of(d, v)
     if au is None or av is None or au[0] == av[0]:
         return None
@@ -195,8 +186,8 @@ def _plane_axes(geometry: Geometry, plane: Plane) -> tuple[int, int, int, int, i
 def is_index_aligned(geometry: Geometry, plane: Plane) -> bool:
     """True when ``plane`` can be cut from the volume by pure indexing.
 
-    That is: the volume's direction is a signed permutation (within 1e-6), ``u`` and ``v`` run along two
-    index axes, the pixel spacing equals those axes' voxel spacing and pixel centres lie on voxel centres.
+    That is: ``u`` and ``v`` run along two index axes (within 1e-6; for an oblique grid these are its
+    native planes), the pixel spacing equals those axes' voxel spacing and pixel centres lie on voxel centres.
     """
     return _plane_axes(geometry, plane) is not None
 
@@ -208,7 +199,7 @@ def step_mm(geometry: Geometry, plane: Plane) -> float:
     path), else the smallest voxel spacing.
     """
     d = geometry.direction_matrix
-    axis = _axis_of(d, plane.normal()) if _is_signed_permutation(d) else None
+    axis = _axis_of(d, plane.normal())
     return float(geometry.spacing[axis[0]]) if axis is not None else float(min(geometry.spacing))
 
 
@@ -252,7 +243,7 @@ def view_plane(geometry: Geometry, view: str, center_lps: np.ndarray | tuple[flo
     Returns
     -------
     Plane
-        When ``u`` and ``v`` run along index axes of a volume whose direction is a signed permutation, the
+        When ``u`` and ``v`` run along index axes of the volume (for an oblique grid: its native planes), the
         plane uses those axes' voxel spacing, puts pixel centres on voxel centres and snaps to the nearest
         slice, so :func:`reslice` is pure indexing.  Otherwise pixels are square with the smaller voxel
         spacing of the two index axes closest to ``u`` and ``v``, and the grid spans the projection of the

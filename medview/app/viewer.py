@@ -78,6 +78,7 @@ class ViewerState:
     measurements: MeasurementList = field(default_factory=MeasurementList)
     _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=lambda: defaultdict(list), repr=False)
     _planes: dict[tuple, Plane] = field(default_factory=dict, repr=False)
+    _fill: dict[int, float] = field(default_factory=dict, repr=False)
 
     # -- events ---------------------------------------------------------------------------------
     def subscribe(self, event: str, callback: Callable[..., None]) -> None:
@@ -104,7 +105,7 @@ class ViewerState:
             centre = (np.array(g.size_xyz, dtype=float) - 1) / 2.0
             centre[2] = np.floor(centre[2] + 0.5)  # the middle slice, as the loader delivers it first
             self.cursor = g.index_to_world(centre)
-            self.rotations = {v: np.eye(3) for v in VIEWS}
+            self.rotations = self.native_rotations()
             self.window = self.initial_window(volume)
         self.emit("volume")
         self.emit("window")
@@ -180,9 +181,26 @@ class ViewerState:
             self._planes[key] = plane
         return plane
 
+    def fill_value(self) -> float:
+        """Value shown outside the volume on oblique planes: the volume's minimum (air for CT), cached."""
+        if self.volume is None:
+            return 0.0
+        cached = self._fill.get(id(self.volume))
+        if cached is None:
+            data = self.volume.array if not self.volume.is_color else self.volume.array[..., 0]
+            cached = self._fill[id(self.volume)] = float(data.min())
+        return cached
+
+    def native_rotations(self) -> dict[str, np.ndarray]:
+        """Each view turned onto the acquisition's own planes (the identity for axis-aligned data)."""
+        frame = self.volume.geometry.acquisition_frame() if self.volume is not None else np.eye(3)
+        return {v: frame.copy() for v in VIEWS}
+
     @property
     def is_oblique(self) -> bool:
-        return any(not np.allclose(r, np.eye(3)) for r in self.rotations.values())
+        """True when the user has turned the crosshair away from the acquisition planes."""
+        native = self.native_rotations()
+        return any(not np.allclose(r, native[v]) for v, r in self.rotations.items())
 
     def set_cursor(self, point_lps: np.ndarray | list[float]) -> None:
         """Move the crosshair to a world point, clamped to the volume's bounding box."""
@@ -219,7 +237,7 @@ class ViewerState:
         self.emit("geometry_view")
 
     def reset_rotation(self) -> None:
-        self.rotations = {v: np.eye(3) for v in VIEWS}
+        self.rotations = self.native_rotations()
         self.emit("geometry_view")
 
     def set_slab(self, thickness_mm: float, mode: str | None = None) -> None:

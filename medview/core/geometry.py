@@ -146,6 +146,25 @@ class Geometry:
         u, _, vt = np.linalg.svd(direction)
         return cls(tuple(shape), tuple(spacing), tuple(a[:3, 3]), tuple((u @ vt).reshape(-1)))
 
+    def acquisition_frame(self) -> np.ndarray:
+        """Rotation taking the patient axes (L, P, S) to the grid axes nearest to each.
+
+        Each column is the direction of the index axis closest to that patient axis, signed to point
+        the same way.  The identity for grids aligned with the patient (any flips or axis order);
+        for an oblique acquisition, slice views turned by it show the native, uninterpolated slices.
+        Falls back to the identity if the grid is left-handed.
+        """
+        d = self.direction_matrix
+        frame = np.zeros((3, 3))
+        used: set[int] = set()
+        for k in np.argsort(-np.max(np.abs(d), axis=1)):  # most clearly aligned patient axis first
+            i = next(int(i) for i in np.argsort(-np.abs(d[k, :])) if int(i) not in used)
+            used.add(i)
+            frame[:, k] = d[:, i] * (1.0 if d[k, i] >= 0 else -1.0)
+        if np.linalg.det(frame) < 0.5:
+            return np.eye(3)
+        return frame
+
     def orientation_code(self) -> str:
         """Three letters naming where +x, +y, +z point, e.g. ``'LPS'`` for standard axial DICOM."""
         letters = (("L", "R"), ("P", "A"), ("S", "I"))

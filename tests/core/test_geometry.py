@@ -63,3 +63,18 @@ def test_geometry_is_frozen() -> None:
     g = Geometry((1, 2, 3))
     with pytest.raises(AttributeError):
         g.spacing = (2.0, 2.0, 2.0)  # type: ignore[misc]
+
+
+def test_acquisition_frame_of_aligned_grids_is_identity() -> None:
+    for direction in ((1, 0, 0, 0, 1, 0, 0, 0, 1), (1, 0, 0, 0, -1, 0, 0, 0, 1), (1, 0, 0, 0, 0, 1, 0, -1, 0)):
+        np.testing.assert_allclose(Geometry((2, 2, 2), direction=direction).acquisition_frame(), np.eye(3))
+
+
+def test_acquisition_frame_follows_an_oblique_grid() -> None:
+    a = np.radians(20)
+    d = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    frame = Geometry((2, 2, 2), direction=tuple(d.reshape(-1))).acquisition_frame()
+    np.testing.assert_allclose(frame, d)  # +x of the grid is nearest L, +y nearest P
+    flipped = d @ np.diag([1.0, -1.0, -1.0])  # same planes, y and z index axes reversed
+    frame2 = Geometry((2, 2, 2), direction=tuple(flipped.reshape(-1))).acquisition_frame()
+    np.testing.assert_allclose(frame2, d)

@@ -14,7 +14,7 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from medview.algorithms.display import window_to_uint8
-from medview.algorithms.reslice import Plane, orientation_letters, reslice, slice_index_for
+from medview.algorithms.reslice import Plane, is_index_aligned, orientation_letters, reslice, slice_index_for
 from medview.app.measurements import Measurement
 from medview.app.viewer import VIEWS, ViewerState
 
@@ -196,7 +196,7 @@ class SliceView(QWidget):
         vb.sigRangeChanged.connect(lambda *_: self._update_overlay())
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         for event, handler in (("volume", self._on_volume), ("cursor", self.refresh), ("window", self._apply_levels),
-                               ("labels", self._draw_labels), ("geometry_view", self.refresh),
+                               ("labels", self._draw_labels), ("geometry_view", self._rerender),
                                ("overlay", self._on_overlay), ("measurements", self._draw_measurements)):
             state.subscribe(event, handler)
         self._handlers = state._listeners  # for unsubscribe on close
@@ -230,6 +230,11 @@ class SliceView(QWidget):
         if new_grid:
             self.reset_zoom()
 
+    def _rerender(self) -> None:
+        """Rotation or slab changed: reslice even if the plane is the same."""
+        self.plane = None
+        self.refresh()
+
     def reset_zoom(self) -> None:
         if self.plane is not None:
             self.view_box.autoRange(padding=0.0)
@@ -242,8 +247,9 @@ class SliceView(QWidget):
         plane = self.state.plane(self.view)
         if plane != self.plane:
             self.plane = plane
+            aligned = is_index_aligned(volume.geometry, plane)
             data = reslice(volume.array, volume.geometry, plane, slab_mm=self.state.slab_mm,
-                           mode=self.state.slab_mode)
+                           mode=self.state.slab_mode, fill=None if aligned else self.state.fill_value())
             self.image_data = data
             self._apply_levels(update_overlay=False)
             su, sv = plane.spacing
