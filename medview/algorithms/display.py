@@ -14,8 +14,10 @@ import numpy as np
 
 @lru_cache(maxsize=8)
 def _integer_lut(dtype_str: str, low: float, high: float) -> np.ndarray:
-    info = np.iinfo(np.dtype(dtype_str))
-    values = np.arange(info.min, info.max + 1, dtype=np.float32)
+    """Table indexed by the unsigned bit pattern of each value (so signed data needs no offset copy)."""
+    dtype = np.dtype(dtype_str)
+    unsigned = np.arange(2 ** (8 * dtype.itemsize), dtype=np.uint32)
+    values = unsigned.astype(f"u{dtype.itemsize}").view(dtype).astype(np.float32)
     return _scale(values, low, high)
 
 
@@ -32,7 +34,5 @@ def window_to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
     """
     if image.dtype in (np.int8, np.uint8, np.int16, np.uint16):
         lut = _integer_lut(image.dtype.str, float(low), float(high))
-        offset = -int(np.iinfo(image.dtype).min)
-        index = image.astype(np.int32) + offset if offset else image
-        return lut[index]
+        return lut[image.view(f"u{image.dtype.itemsize}")]  # one gather, no temporary
     return _scale(np.asarray(image, dtype=np.float32), float(low), float(high))

@@ -60,7 +60,8 @@ class LabelDisplay:
 class ViewerState:
     """The current study as the workstation shows it.
 
-    Events (``subscribe(event, callback)``): ``volume``, ``cursor``, ``window``, ``labels``,
+    Events (``subscribe(event, callback)``): ``volume`` (also means: cursor and window may have
+    changed), ``cursor``, ``window``, ``labels``,
     ``geometry_view`` (rotation, slab), ``overlay`` (PHI switch, colormap, invert), ``measurements``.
     """
 
@@ -74,6 +75,7 @@ class ViewerState:
     slab_mm: float = 0.0
     slab_mode: str = "mip"
     hide_phi: bool = False
+    loading: bool = False
     label_display: LabelDisplay = field(default_factory=LabelDisplay)
     measurements: MeasurementList = field(default_factory=MeasurementList)
     _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=lambda: defaultdict(list), repr=False)
@@ -93,8 +95,13 @@ class ViewerState:
             callback(*args)
 
     # -- volume ---------------------------------------------------------------------------------
-    def set_volume(self, volume: Volume, keep_view: bool = False) -> None:
-        """Show ``volume``: cursor at its centre, the file's window (else CT default or percentiles)."""
+    def set_volume(self, volume: Volume, keep_view: bool = False, loading: bool = False) -> None:
+        """Show ``volume``: cursor at its centre, the file's window (else CT default or percentiles).
+
+        ``loading`` marks a volume whose slices are still arriving (only its middle slice is there):
+        views across the slices wait for the complete volume instead of drawing empty data.
+        """
+        self.loading = loading
         same_grid = self.volume is not None and self.volume.geometry == volume.geometry
         self.volume = volume
         if self.labels is not None and not self.labels.geometry.is_same_grid(volume.geometry):
@@ -107,9 +114,7 @@ class ViewerState:
             self.cursor = g.index_to_world(centre)
             self.rotations = self.native_rotations()
             self.window = self.initial_window(volume)
-        self.emit("volume")
-        self.emit("window")
-        self.emit("cursor")
+        self.emit("volume")  # implies a new cursor and window: listeners redraw everything once
 
     def initial_window(self, volume: Volume) -> WindowPreset:
         if volume.metadata.window_presets:

@@ -422,7 +422,7 @@ class MainWindow(QMainWindow):
     def _on_partial(self, volume: Volume, index: int) -> None:
         if self.worker is None or self.sender() is not self.worker.signals:
             return
-        self.state.set_volume(volume)
+        self.state.set_volume(volume, loading=True)
 
     def _end_load(self) -> None:
         self.progress.setVisible(False)
@@ -476,7 +476,10 @@ class MainWindow(QMainWindow):
         self.load_cancelled.emit()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Cancel every job this window started; the application waits for them before it exits."""
         self._cancel_running()
+        self.browser.shutdown()
+        self.histogram.cancel()
         self.cine.stop()
         self.memory_timer.stop()
         super().closeEvent(event)

@@ -35,7 +35,8 @@ class Worker(QRunnable):
         super().__init__()
         self.setAutoDelete(False)  # the GUI holds it until finished, so signals stay valid
         self.signals = WorkerSignals()
-        self.task = TaskContext(on_progress=self.signals.progress.emit)
+        # 10 reports a second at most: each one repaints the progress bar (and with it the window)
+        self.task = TaskContext(on_progress=self.signals.progress.emit, min_interval_s=0.1)
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.done = False
 

@@ -47,7 +47,7 @@ def pool_available() -> bool:
 def _lower_priority() -> None:
     """Workers yield the CPU to the process that started them: the GUI stays fluid while they decode."""
     with contextlib.suppress(OSError):  # not permitted: run at normal priority
-        os.nice(5)
+        os.nice(10)
 
 
 def process_pool() -> ProcessPoolExecutor:
@@ -62,6 +62,12 @@ def process_pool() -> ProcessPoolExecutor:
                 ctx.set_forkserver_preload(["medview.io.dicom.headers", "medview.io.dicom.decode"])
             _POOL = ProcessPoolExecutor(max_workers=worker_count(), mp_context=ctx, initializer=_lower_priority)
         return _POOL
+
+
+def start_method() -> str | None:
+    """How the running pool started its workers ('fork' or 'forkserver'), None without a pool."""
+    with _LOCK:
+        return None if _POOL is None else _POOL._mp_context.get_start_method()
 
 
 def disable_pool(reason: BaseException | None = None) -> None:

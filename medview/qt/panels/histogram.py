@@ -37,6 +37,7 @@ class HistogramPanel(QWidget):
     def refresh(self) -> None:
         """Recompute the histogram in a worker (never on the GUI thread) for the shown volume."""
         volume = self.state.volume
+        self._window_changed()
         if self.worker is not None and not self.worker.done:
             self.worker.cancel()
         if volume is None or volume.is_color:
@@ -45,6 +46,10 @@ class HistogramPanel(QWidget):
         self.worker = Worker(intensity_histogram, volume.array)
         self.worker.signals.finished.connect(self._show)
         start(self.worker)
+
+    def cancel(self) -> None:
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
 
     def _show(self, hist: Histogram) -> None:
         if self.worker is None or self.sender() is not self.worker.signals:

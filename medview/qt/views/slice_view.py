@@ -245,7 +245,14 @@ class SliceView(QWidget):
         if volume is None:
             return
         plane = self.state.plane(self.view)
-        if plane != self.plane:
+        if self.state.loading and not _along_slices(volume.geometry, plane):
+            # slices are still arriving: a plane across them would show (and page in) empty memory
+            self.plane, self.image_data = plane, None
+            self.image.clear()
+            self.label_image.clear()
+            self._place_crosshair()
+            return
+        if plane != self.plane or self.image_data is None:
             self.plane = plane
             aligned = is_index_aligned(volume.geometry, plane)
             data = reslice(volume.array, volume.geometry, plane, slab_mm=self.state.slab_mm,
@@ -525,6 +532,11 @@ class SliceView(QWidget):
         """Stop listening to the state (before the widget is deleted)."""
         for event, callbacks in list(self._handlers.items()):
             self._handlers[event] = [c for c in callbacks if getattr(c, "__self__", None) is not self]
+
+
+def _along_slices(geometry, plane: Plane) -> bool:
+    """True for a plane parallel to the acquired slices (the one the loader delivers first)."""
+    return abs(float(geometry.direction_matrix[:, 2] @ plane.normal())) > 0.999
 
 
 def _normal_axis_length(geometry, plane: Plane, axis_len: dict[int, int]) -> int:
