@@ -109,8 +109,9 @@ class ViewerState:
             self.emit("labels")
         if not (keep_view and same_grid):
             g = volume.geometry
-            centre = (np.array(g.size_xyz, dtype=float) - 1) / 2.0
-            centre[2] = np.floor(centre[2] + 0.5)  # the middle slice, as the loader delivers it first
+            # on a voxel centre (never half-way, which would make slice snapping ambiguous); z is the
+            # middle slice, the one the loader delivers first
+            centre = np.floor(np.array(g.size_xyz, dtype=float) / 2.0)
             self.cursor = g.index_to_world(centre)
             self.rotations = self.native_rotations()
             self.window = self.initial_window(volume)

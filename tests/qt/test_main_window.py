@@ -131,18 +131,46 @@ def test_window_presets_and_right_drag(qtbot, window: MainWindow, chest_ct_sampl
     assert after.width > before.width and after.center > before.center
 
 
+def _all_texts(window: MainWindow) -> list[str]:
+    """Every text the window shows: overlays, labels, tree rows, tooltips, title, status bar."""
+    from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItemIterator
+
+    texts = [t for v in window.grid.views.values() for t in v.overlay.texts()]
+    texts += [w.text() for w in window.findChildren(QLabel)]
+    for tree in window.findChildren(QTreeWidget):
+        it = QTreeWidgetItemIterator(tree)
+        while it.value():
+            item = it.value()
+            texts += [item.text(c) for c in range(tree.columnCount())] + [item.toolTip(0)]
+            it += 1
+    return [*texts, window.windowTitle(), window.statusBar().currentMessage()]
+
+
 def test_phi_switch_removes_identifiers_from_every_text(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
     volume = _open(qtbot, window, chest_ct_sample)
     secrets = {volume.metadata.patient_name.replace("^", " "), volume.metadata.patient_id}
-    shown = " ".join(t for v in window.grid.views.values() for t in v.overlay.texts())
-    assert all(s in shown for s in secrets)
+    shown = " ".join(_all_texts(window))
+    assert all(s in shown for s in secrets)  # identifiers are shown by default...
     QTest.keyClick(window, Qt.Key.Key_P)
     assert window.state.hide_phi
-    texts = [t for v in window.grid.views.values() for t in v.overlay.texts()]
-    texts += [window.windowTitle(), window.position_label.text(), window.statusBar().currentMessage()]
-    browser_text = window.browser.findChildren(object)
-    assert not any(s in t for s in secrets for t in texts), texts
-    assert browser_text is not None
+    texts = _all_texts(window)
+    assert not any(s in t for s in secrets for t in texts), [t for t in texts if any(s in t for s in secrets)]
+    window.set_layout("1x1")  # ...and stay hidden in every layout
+    assert not any(s in t for s in secrets for t in _all_texts(window))
+
+
+def test_drop_and_recent_files(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(chest_ct_sample))])
+    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.load_finished, timeout=60_000):
+        window.dropEvent(event)
+    assert window.recent_files()[0] == str(chest_ct_sample)
+    assert [a.text() for a in window.recent_menu.actions()] == [str(chest_ct_sample)]
 
 
 def test_layouts_and_snapshot(qtbot, window: MainWindow, chest_ct_sample: Path, tmp_path: Path) -> None:

@@ -128,3 +128,15 @@ def test_cine_steps_through_slices(qtbot, window: MainWindow, chest_ct_sample: P
     qtbot.waitUntil(lambda: len(seen) >= 30, timeout=10_000)
     window.cine_action.setChecked(False)
     assert 0 in seen and 47 in seen  # it wrapped from the last slice to the first
+
+
+def test_slider_moves_through_slices(qtbot, window: MainWindow, brain1_series: Path) -> None:
+    """The slider follows the slice index, also for brain1 whose y (coronal) axis is stored flipped."""
+    volume = _open(qtbot, window, brain1_series)
+    for name in ("axial", "coronal"):
+        view = window.grid.views[name]
+        k = slice_index_for(volume.geometry, view.plane)
+        assert view.slider.value() == k
+        view.slider.setValue(k + 3)
+        assert slice_index_for(volume.geometry, view.plane) == k + 3
+        assert view.slider.value() == k + 3

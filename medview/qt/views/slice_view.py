@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QSlider, QVBoxLayout, QWidget
 
 from medview.algorithms.display import window_to_uint8
 from medview.algorithms.reslice import Plane, is_index_aligned, orientation_letters, reslice, slice_index_for
@@ -183,9 +183,14 @@ class SliceView(QWidget):
         self.view_box.addItem(self.preview, ignoreBounds=True)
         self.measure_items: list[pg.GraphicsObject] = []
         self.overlay = OverlayLayer(self.graphics)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setToolTip("Slice")
+        self.slider.valueChanged.connect(self._slider_moved)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(1, 1, 1, 1)
-        layout.addWidget(self.graphics)
+        layout.setSpacing(1)
+        layout.addWidget(self.graphics, 1)
+        layout.addWidget(self.slider)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
         vb = self.view_box
@@ -266,6 +271,34 @@ class SliceView(QWidget):
             self._draw_measurements()
         self._place_crosshair()
         self._update_overlay()
+        self._sync_slider()
+
+    def _sync_slider(self) -> None:
+        """Slider range and position: slices along this view's normal (hidden for oblique planes)."""
+        volume = self.state.volume
+        k = slice_index_for(volume.geometry, self.plane) if volume is not None and self.plane is not None else None
+        self.slider.setVisible(k is not None)
+        if k is None:
+            return
+        n = _normal_axis_length(volume.geometry, self.plane)
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, n - 1)
+        self.slider.setValue(k)
+        self.slider.blockSignals(False)
+
+    def _slider_moved(self, value: int) -> None:
+        volume = self.state.volume
+        if volume is None or self.plane is None:
+            return
+        k = slice_index_for(volume.geometry, self.plane)
+        if k is not None and value != k:
+            self.state.scroll(self.view, value - k if self._index_increases_along_normal() else k - value)
+
+    def _index_increases_along_normal(self) -> bool:
+        d = self.state.volume.geometry.direction_matrix
+        normal = self.plane.normal()
+        axis = int(np.argmax(np.abs(d.T @ normal)))
+        return float(d[:, axis] @ normal) > 0
 
     def _apply_levels(self, update_overlay: bool = True) -> None:
         """Window the current slice to 8 bits (fast LUT, off pyqtgraph's slow path) and colour it."""
@@ -386,13 +419,9 @@ class SliceView(QWidget):
         top_left += [f"{md.modality} {md.series_description}".strip()]
         position = float(np.dot(self.state.cursor, self.plane.normal()))
         k = slice_index_for(volume.geometry, self.plane)
-        n = volume.geometry.shape[0] if self.view == "axial" else None
         slice_text = self.view.capitalize()
         if k is not None:
-            axis_len = {0: volume.geometry.size_xyz[0], 1: volume.geometry.size_xyz[1],
-                        2: volume.geometry.size_xyz[2]}
-            n = _normal_axis_length(volume.geometry, self.plane, axis_len)
-            slice_text += f"  {k + 1}/{n}"
+            slice_text += f"  {k + 1}/{_normal_axis_length(volume.geometry, self.plane)}"
         if self.state.slab_mm > 0:
             slice_text += f"  {self.state.slab_mode.upper()} {self.state.slab_mm:g} mm"
         bottom_left = [slice_text, f"pos {position:.1f} mm"]
@@ -539,10 +568,10 @@ def _along_slices(geometry, plane: Plane) -> bool:
     return abs(float(geometry.direction_matrix[:, 2] @ plane.normal())) > 0.999
 
 
-def _normal_axis_length(geometry, plane: Plane, axis_len: dict[int, int]) -> int:
-    d = geometry.direction_matrix
-    axis = int(np.argmax(np.abs(d.T @ plane.normal())))
-    return axis_len[axis]
+def _normal_axis_length(geometry, plane: Plane) -> int:
+    """Number of slices along the plane's normal (the grid axis it is parallel to)."""
+    axis = int(np.argmax(np.abs(geometry.direction_matrix.T @ plane.normal())))
+    return geometry.size_xyz[axis]
 
 
 def _format_date(value: str) -> str:
