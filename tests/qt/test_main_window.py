@@ -296,3 +296,40 @@ def test_shortcuts_help_lists_keys(qtbot, window: MainWindow) -> None:
     boxes = [w for w in window.findChildren(QMessageBox) if w.isVisible()]
     assert boxes and "window/level" in boxes[-1].text()
     assert QPointF is not None
+
+
+def test_rectangle_roi_statistics_and_csv(qtbot, window: MainWindow, chest_ct_sample: Path, tmp_path: Path) -> None:
+    import csv
+
+    volume = _open(qtbot, window, chest_ct_sample)
+    window.set_layout("1x1")
+    axial = window.grid.views["axial"]
+    g = volume.geometry
+    z = slice_index_for(g, axial.plane)
+    # a box from voxel (200, 180) to (260, 230): corners on voxel edges so the expected voxels are exact
+    a = g.index_to_world([199.5, 179.5, z])
+    b = g.index_to_world([259.5, 229.5, z])
+    centre = axial.world_to_view((a + b) / 2)
+    axial.view_box.setRange(xRange=(centre.x() - 25, centre.x() + 25), yRange=(centre.y() - 25, centre.y() + 25),
+                            padding=0)
+    qtbot.wait(20)
+    window.set_tool("rectangle")
+    vp = axial.graphics.viewport()
+    pa, pb = _pos(axial, a), _pos(axial, b)
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, pos=pa)
+    QTest.mouseMove(vp, QPoint((pa.x() + pb.x()) // 2, (pa.y() + pb.y()) // 2))
+    QTest.mouseMove(vp, pb)
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pb)
+    qtbot.waitUntil(lambda: len(window.state.measurements) == 1, timeout=3000)
+    (m,) = window.state.measurements
+    region = volume.array[z, 180:230, 200:260].astype(float)  # the voxels inside, straight from the array
+    # mouse positions are whole screen pixels (< 0.2 mm here), so allow one voxel row/column either way
+    assert abs(m.results["n_pixels"] - region.size) <= 60 + 50 + 1
+    assert m.results["mean"] == pytest.approx(region.mean(), abs=3.0)
+    assert m.results["area_mm2"] == pytest.approx(region.size * g.spacing[0] * g.spacing[1], rel=0.04)
+    out = window.state.measurements.to_csv(tmp_path / "m.csv")
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert rows[0]["kind"] == "rectangle" and float(rows[0]["mean"]) == pytest.approx(m.results["mean"], abs=1e-3)
+    window.measurements.table.selectRow(0)
+    window.measurements.delete_selected()
+    assert len(window.state.measurements) == 0 and window.measurements.table.rowCount() == 0
