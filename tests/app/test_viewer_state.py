@@ -1,0 +1,108 @@
+"""The GUI-free viewer state: everything the views draw is decided here, testable without Qt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medview.app.measurements import Measurement
+from medview.app.viewer import VIEWS, ViewerState
+from medview.core.errors import MedviewError
+from medview.core.geometry import Geometry
+from medview.core.labels import LabelMap
+from medview.core.volume import Volume, VolumeMetadata, WindowPreset
+
+
+def _volume(modality: str = "CT", presets=()) -> Volume:
+    rng = np.random.default_rng(0)
+    g = Geometry((20, 40, 50), (0.8, 0.8, 2.5), (-20.0, -16.0, 10.0))
+    arr = rng.normal(40, 20, g.shape).astype(np.int16)
+    return Volume(arr, g, VolumeMetadata(modality=modality, window_presets=list(presets),
+                                         units="HU" if modality == "CT" else ""))
+
+
+def test_initial_window_file_preset_then_ct_default_then_percentiles() -> None:
+    s = ViewerState()
+    s.set_volume(_volume(presets=[WindowPreset(-600, 1500, "LUNG")]))
+    assert s.window.name == "LUNG" and s.window_choices()[0].name == "LUNG"
+    s.set_volume(_volume())
+    assert (s.window.center, s.window.width) == (50, 350)  # mediastinum
+    mr = _volume("MR")
+    s.set_volume(mr)
+    lo, hi = np.percentile(mr.array, [1, 99])
+    assert s.window.low == pytest.approx(lo) and s.window.high == pytest.approx(hi)
+    assert [p.name for p in s.window_choices()][:1] == ["Auto 1-99%"]
+
+
+def test_events_and_cursor_clamping() -> None:
+    s = ViewerState()
+    seen: list[str] = []
+    for event in ("volume", "cursor", "window"):
+        s.subscribe(event, lambda e=event: seen.append(e))
+    v = _volume()
+    s.set_volume(v)
+    assert seen == ["volume"]
+    s.set_cursor([1e6, 0, 0])  # far outside: clamped to the last voxel centre
+    assert s.cursor[0] == pytest.approx(v.geometry.index_to_world([49, 0, 0])[0])
+    s.adjust_window(10, 20)
+    assert seen[-2:] == ["cursor", "window"]
+
+
+def test_scroll_moves_one_slice_along_each_view() -> None:
+    s = ViewerState()
+    v = _volume()
+    s.set_volume(v)
+    before = v.geometry.world_to_index(s.cursor)
+    s.scroll("axial", 2)
+    s.scroll("coronal", -1)
+    after = v.geometry.world_to_index(s.cursor)
+    np.testing.assert_allclose(after - before, [0, -1, 2], atol=1e-9)  # coronal normal = u x v points posterior
+
+
+def test_rotation_keeps_the_three_planes_perpendicular() -> None:
+    s = ViewerState()
+    s.set_volume(_volume())
+    s.rotate("axial", 20)
+    s.rotate("coronal", -35)
+    normals = [s.plane(v).normal() for v in VIEWS]
+    np.testing.assert_allclose(np.array(normals) @ np.array(normals).T, np.eye(3), atol=1e-9)
+    assert s.is_oblique
+    s.reset_rotation()
+    assert not s.is_oblique
+
+
+def test_bad_parameters_are_refused_with_a_message() -> None:
+    s = ViewerState()
+    with pytest.raises(MedviewError, match="No image"):
+        s.apply_window("Bone")
+    s.set_volume(_volume())
+    with pytest.raises(MedviewError, match="negative"):
+        s.set_slab(-1)
+    with pytest.raises(MedviewError, match="Slab mode"):
+        s.set_slab(5, "average")
+    with pytest.raises(MedviewError, match="colormap"):
+        s.set_colormap("rainbow")
+    other = LabelMap(np.zeros((2, 2, 2), np.uint8), Geometry((2, 2, 2)))
+    with pytest.raises(MedviewError, match="grid"):
+        s.set_labels(other)
+
+
+def test_ellipse_measurement_matches_numpy() -> None:
+    s = ViewerState()
+    v = _volume()
+    s.set_volume(v)
+    plane = s.plane("axial")
+    z = int(round(v.geometry.world_to_index(s.cursor)[2]))
+    centre = plane.pixel_to_world(25, 20)
+    corner = plane.pixel_to_world(25 + 10, 20 + 6)
+    m = s.add_measurement(Measurement("ellipse", [centre, corner], view="axial", plane=plane))
+    rows, cols = np.mgrid[0:40, 0:50]
+    inside = ((cols - 25) / 10.0) ** 2 + ((rows - 20) / 6.0) ** 2 <= 1.0
+    expected = v.array[z][inside].astype(float)
+    assert m.results["n_pixels"] == inside.sum()
+    assert m.results["mean"] == pytest.approx(expected.mean())
+    assert m.results["std"] == pytest.approx(expected.std())
+    d = s.add_measurement(Measurement("distance", [centre, corner]))
+    assert d.results["value"] == pytest.approx(np.hypot(10 * 0.8, 6 * 0.8))
+    with pytest.raises(MedviewError, match="needs 3"):
+        Measurement("angle", [centre, corner])
