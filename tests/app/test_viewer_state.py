@@ -92,7 +92,7 @@ def test_ellipse_measurement_matches_numpy() -> None:
     v = _volume()
     s.set_volume(v)
     plane = s.plane("axial")
-    z = int(round(v.geometry.world_to_index(s.cursor)[2]))
+    z = round(float(v.geometry.world_to_index(s.cursor)[2]))
     centre = plane.pixel_to_world(25, 20)
     corner = plane.pixel_to_world(25 + 10, 20 + 6)
     m = s.add_measurement(Measurement("ellipse", [centre, corner], view="axial", plane=plane))

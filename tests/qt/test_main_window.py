@@ -328,7 +328,8 @@ def test_rectangle_roi_statistics_and_csv(qtbot, window: MainWindow, chest_ct_sa
     assert m.results["mean"] == pytest.approx(region.mean(), abs=3.0)
     assert m.results["area_mm2"] == pytest.approx(region.size * g.spacing[0] * g.spacing[1], rel=0.04)
     out = window.state.measurements.to_csv(tmp_path / "m.csv")
-    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    with open(out, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     assert rows[0]["kind"] == "rectangle" and float(rows[0]["mean"]) == pytest.approx(m.results["mean"], abs=1e-3)
     window.measurements.table.selectRow(0)
     window.measurements.delete_selected()
