@@ -6,7 +6,7 @@ import gc
 import sys
 
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
 from medview.app.samples import sample_path
@@ -54,7 +54,14 @@ def run_gui(paths: list[str], series: str | None = None, screenshot: str | None 
             status["code"] = 3
             app.quit()
 
-        window.load_finished.connect(lambda v: QTimer.singleShot(200, save))
+        def save_when_idle() -> None:
+            # after the volume: its label map, thumbnails and histogram are made by workers too
+            if QThreadPool.globalInstance().activeThreadCount() == 0:
+                QTimer.singleShot(100, save)
+            else:
+                QTimer.singleShot(50, save_when_idle)
+
+        window.load_finished.connect(lambda v: QTimer.singleShot(100, save_when_idle))
         window.load_failed.connect(failed)
     QTimer.singleShot(0, lambda: window.open_path(target, series))
     app.exec()

@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
         self._show_memory()
         self._build_actions()
         self.state.subscribe("volume", self._volume_shown)
+        self.state.subscribe("window", self._window_shown)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -458,6 +459,15 @@ class MainWindow(QMainWindow):
         self.window_combo.clear()
         self.window_combo.addItems([p.name for p in self.state.window_choices()])
         self.window_combo.setCurrentText(self.state.window.name)
+        self.window_combo.blockSignals(False)
+
+    def _window_shown(self) -> None:
+        """Keep the preset box truthful: the preset's name, or 'Custom' after a drag."""
+        name = self.state.window.name
+        self.window_combo.blockSignals(True)
+        if self.window_combo.findText("Custom") < 0:
+            self.window_combo.addItem("Custom")
+        self.window_combo.setCurrentText(name if self.window_combo.findText(name) >= 0 else "Custom")
         self.window_combo.blockSignals(False)
 
     def _on_failed(self, message: str) -> None:
