@@ -204,7 +204,6 @@ class SliceView(QWidget):
                                ("labels", self._draw_labels), ("geometry_view", self._rerender),
                                ("overlay", self._on_overlay), ("measurements", self._draw_measurements)):
             state.subscribe(event, handler)
-        self._handlers = state._listeners  # for unsubscribe on close
 
     # -- coordinates ------------------------------------------------------------------------------
     def view_to_world(self, pos: QPointF) -> np.ndarray:
@@ -394,15 +393,19 @@ class SliceView(QWidget):
                 self.measure_items.append(it)
 
     def _outline(self, m: Measurement) -> np.ndarray:
-        pts = np.array([[q.x(), q.y()] for q in (self.world_to_view(p) for p in m.points)])
-        if m.kind == "rectangle":
+        return self._outline_xy(m.kind, m.points)
+
+    def _outline_xy(self, kind: str, points: list[np.ndarray]) -> np.ndarray:
+        """Polyline (view coordinates) that draws a measurement of ``kind`` through world ``points``."""
+        pts = np.array([[q.x(), q.y()] for q in (self.world_to_view(p) for p in points)])
+        if kind == "rectangle" and len(pts) == 2:
             (x0, y0), (x1, y1) = pts
             return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
-        if m.kind == "ellipse":
+        if kind == "ellipse" and len(pts) == 2:
             (cx, cy), (ex, ey) = pts
             t = np.linspace(0, 2 * np.pi, 73)
             return np.column_stack([cx + abs(ex - cx) * np.cos(t), cy + abs(ey - cy) * np.sin(t)])
-        if m.kind == "polygon":
+        if kind == "polygon":
             return np.vstack([pts, pts[:1]])
         return pts
 
@@ -510,10 +513,7 @@ class SliceView(QWidget):
             self._show_preview(points)
 
     def _show_preview(self, points: list[np.ndarray]) -> None:
-        fake = Measurement.__new__(Measurement)
-        fake.kind, fake.points = self.tool, points
-        xy = self._outline(fake) if self.tool in ("rectangle", "ellipse") and len(points) == 2 else np.array(
-            [[q.x(), q.y()] for q in (self.world_to_view(p) for p in points)])
+        xy = self._outline_xy(self.tool, points)
         self.preview.setData(xy[:, 0], xy[:, 1])
 
     def _finish_measurement(self, kind: str, points: list[np.ndarray]) -> None:
@@ -556,11 +556,6 @@ class SliceView(QWidget):
             self.state.scroll(self.view, steps[key])
         else:
             super().keyPressEvent(event)
-
-    def detach(self) -> None:
-        """Stop listening to the state (before the widget is deleted)."""
-        for event, callbacks in list(self._handlers.items()):
-            self._handlers[event] = [c for c in callbacks if getattr(c, "__self__", None) is not self]
 
 
 def _along_slices(geometry, plane: Plane) -> bool:
