@@ -21,6 +21,7 @@ sagittal views.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -99,7 +100,12 @@ class Plane:
 
     def normal(self) -> np.ndarray:
         """Unit normal ``u x v``: superior for axial, posterior for coronal, patient right for sagittal."""
-        n = np.cross(self.u, self.v)
+        return self._normal.copy()
+
+    @cached_property
+    def _normal(self) -> np.ndarray:  # on the GUI's per-frame path: computed once per plane
+        (ux, uy, uz), (vx, vy, vz) = self.u, self.v
+        n = np.array([uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx])
         return n / np.linalg.norm(n)
 
     def pixel_to_world(self, col: float | np.ndarray, row: float | np.ndarray) -> np.ndarray:

@@ -76,11 +76,13 @@ class ViewerState:
     slab_mode: str = "mip"
     hide_phi: bool = False
     loading: bool = False
+    label_max: int = 0
     label_display: LabelDisplay = field(default_factory=LabelDisplay)
     measurements: MeasurementList = field(default_factory=MeasurementList)
     _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=lambda: defaultdict(list), repr=False)
     _planes: dict[tuple, Plane] = field(default_factory=dict, repr=False)
     _fill: dict[int, float] = field(default_factory=dict, repr=False)
+    _oblique: bool = field(default=False, repr=False)
 
     # -- events ---------------------------------------------------------------------------------
     def subscribe(self, event: str, callback: Callable[..., None]) -> None:
@@ -114,6 +116,7 @@ class ViewerState:
             centre = np.floor(np.array(g.size_xyz, dtype=float) / 2.0)
             self.cursor = g.index_to_world(centre)
             self.rotations = self.native_rotations()
+            self._oblique = False
             self.window = self.initial_window(volume)
         self.emit("volume")  # implies a new cursor and window: listeners redraw everything once
 
@@ -205,8 +208,12 @@ class ViewerState:
     @property
     def is_oblique(self) -> bool:
         """True when the user has turned the crosshair away from the acquisition planes."""
+        return self._oblique
+
+    def _rotations_changed(self) -> None:
         native = self.native_rotations()
-        return any(not np.allclose(r, native[v]) for v, r in self.rotations.items())
+        self._oblique = any(not np.allclose(r, native[v]) for v, r in self.rotations.items())
+        self.emit("geometry_view")
 
     def set_cursor(self, point_lps: np.ndarray | list[float]) -> None:
         """Move the crosshair to a world point, clamped to the volume's bounding box."""
@@ -240,11 +247,11 @@ class ViewerState:
         for other in VIEWS:
             if other != view:
                 self.rotations[other] = turn @ self.rotations[other]
-        self.emit("geometry_view")
+        self._rotations_changed()
 
     def reset_rotation(self) -> None:
         self.rotations = self.native_rotations()
-        self.emit("geometry_view")
+        self._rotations_changed()
 
     def set_slab(self, thickness_mm: float, mode: str | None = None) -> None:
         if thickness_mm < 0:
@@ -260,6 +267,7 @@ class ViewerState:
         if labels is not None and self.volume is not None and not labels.geometry.is_same_grid(self.volume.geometry):
             raise MedviewError("The label map is not on the image's grid (resampling comes with label import)")
         self.labels = labels
+        self.label_max = int(labels.array.max(initial=0)) if labels is not None else 0
         self.emit("labels")
 
     def set_label_visible(self, value: int, visible: bool) -> None:

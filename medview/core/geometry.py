@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -103,17 +104,21 @@ class Geometry:
         return tuple(n * s for n, s in zip(self.size_xyz, self.spacing, strict=True))  # type: ignore[return-value]
 
     # -- coordinate transforms ------------------------------------------------------------------
+    @cached_property
+    def _to_world(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(index->mm matrix transposed, its inverse transposed, origin), computed once per grid."""
+        m = self.direction_matrix * np.array(self.spacing)[None, :]
+        return m.T.copy(), np.linalg.inv(m).T.copy(), np.array(self.origin)
+
     def index_to_world(self, index_xyz: np.ndarray | Sequence[float]) -> np.ndarray:
         """Map ``(..., 3)`` continuous indices in ``(x, y, z)`` order to LPS mm."""
-        idx = np.asarray(index_xyz, dtype=float)
-        m = self.direction_matrix * np.array(self.spacing)[None, :]
-        return idx @ m.T + np.array(self.origin)
+        m_t, _, origin = self._to_world
+        return np.asarray(index_xyz, dtype=float) @ m_t + origin
 
     def world_to_index(self, point_lps: np.ndarray | Sequence[float]) -> np.ndarray:
         """Map ``(..., 3)`` LPS mm points to continuous ``(x, y, z)`` indices."""
-        p = np.asarray(point_lps, dtype=float) - np.array(self.origin)
-        m = self.direction_matrix * np.array(self.spacing)[None, :]
-        return p @ np.linalg.inv(m).T
+        _, inv_t, origin = self._to_world
+        return (np.asarray(point_lps, dtype=float) - origin) @ inv_t
 
     def contains_index(self, index_xyz: Sequence[float]) -> bool:
         """True when the rounded ``(x, y, z)`` index lies inside the grid."""

@@ -32,6 +32,9 @@ class SliceViewBox(pg.ViewBox):
 
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        # the range changes only when the reader zooms/pans or resets it; automatic re-ranging on every
+        # new slice cost a second repaint per frame
+        self.disableAutoRange()
 
     def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt override
         if ev.button() == Qt.MouseButton.LeftButton:
@@ -69,20 +72,24 @@ class SliceViewBox(pg.ViewBox):
         ev.accept()
 
 
-class OverlayLayer(QWidget):
-    """Corner annotations, orientation letters and a scale bar, painted over the image.
+class OverlayLayer:
+    """Corner annotations, orientation letters and a scale bar, painted in the view's own paint pass.
 
     ``texts()`` returns exactly what is painted, so tests can check that no patient identifier is
     drawn when the PHI switch is on.
     """
 
-    def __init__(self, parent: QWidget) -> None:
-        super().__init__(parent)
-        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+    def __init__(self) -> None:
         self.corners: dict[str, list[str]] = {"top_left": [], "top_right": [], "bottom_left": [], "bottom_right": []}
         self.letters: dict[str, str] = {}
         self.bar_mm = 0.0
         self.bar_px = 0.0
+        self.font = QFont("monospace")
+        self.font.setStyleHint(QFont.StyleHint.TypeWriter)
+        self.font.setPointSize(9)
+        self.bold = QFont(self.font)
+        self.bold.setBold(True)
+        self.bold.setPointSize(11)
 
     def texts(self) -> list[str]:
         out = [line for lines in self.corners.values() for line in lines]
@@ -91,15 +98,10 @@ class OverlayLayer(QWidget):
             out.append(f"{self.bar_mm:g} mm")
         return out
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
-        p = QPainter(self)
-        font = QFont("monospace")
-        font.setStyleHint(QFont.StyleHint.TypeWriter)
-        font.setPointSize(9)
-        p.setFont(font)
+    def paint(self, p: QPainter, w: int, ht: int) -> None:
+        p.setFont(self.font)
         metrics = p.fontMetrics()
         h = metrics.height()
-        w, ht = self.width(), self.height()
         p.setPen(QColor(230, 230, 230))
         for key, lines in self.corners.items():
             for i, line in enumerate(lines):
@@ -108,10 +110,7 @@ class OverlayLayer(QWidget):
                 y = 4 + h * (i + 1) if key.startswith("top") else ht - 6 - h * (len(lines) - 1 - i)
                 p.drawText(x, y - metrics.descent(), line)
         p.setPen(QColor(255, 210, 90))
-        bold = QFont(font)
-        bold.setBold(True)
-        bold.setPointSize(11)
-        p.setFont(bold)
+        p.setFont(self.bold)
         m2 = p.fontMetrics()
         for side, letter in self.letters.items():
             tw = m2.horizontalAdvance(letter)
@@ -129,9 +128,24 @@ class OverlayLayer(QWidget):
             p.drawLine(int(x0), int(y0), int(x0 + self.bar_px), int(y0))
             for x in (x0, x0 + self.bar_px):
                 p.drawLine(int(x), int(y0 - 4), int(x), int(y0 + 4))
-            p.setFont(font)
+            p.setFont(self.font)
             p.drawText(int(x0), int(y0 - 6), f"{self.bar_mm:g} mm")
-        p.end()
+
+
+class SliceGraphicsView(pg.GraphicsView):
+    """GraphicsView that paints the overlay in the same pass as the image (one repaint per change)."""
+
+    def __init__(self, overlay: OverlayLayer) -> None:
+        super().__init__()
+        self.overlay = overlay
+
+    def drawForeground(self, painter: QPainter, rect) -> None:  # noqa: N802 - Qt override
+        super().drawForeground(painter, rect)
+        painter.save()
+        painter.resetTransform()
+        viewport = self.viewport()
+        self.overlay.paint(painter, viewport.width(), viewport.height())
+        painter.restore()
 
 
 def _nice_length(mm: float) -> float:
@@ -161,8 +175,13 @@ class SliceView(QWidget):
         self._drag_measurement: Measurement | None = None
         self._drag_point: int | None = None
         self._geometry = None
+        self._image_rect = QRectF()
+        self._label_rect = QRectF()
+        self._slice_index_key: tuple | None = None
+        self._slice_index: int | None = None
 
-        self.graphics = pg.GraphicsView()
+        self.overlay = OverlayLayer()
+        self.graphics = SliceGraphicsView(self.overlay)
         self.graphics.setBackground("k")
         self.view_box = SliceViewBox()
         self.graphics.setCentralItem(self.view_box)
@@ -182,7 +201,6 @@ class SliceView(QWidget):
         self.preview.setZValue(20)
         self.view_box.addItem(self.preview, ignoreBounds=True)
         self.measure_items: list[pg.GraphicsObject] = []
-        self.overlay = OverlayLayer(self.graphics)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setToolTip("Slice")
         self.slider.valueChanged.connect(self._slider_moved)
@@ -265,17 +283,30 @@ class SliceView(QWidget):
             self._apply_levels(update_overlay=False)
             su, sv = plane.spacing
             rows, cols = data.shape[:2]
-            self.image.setRect(QRectF(0, 0, cols * su, rows * sv))
+            rect = QRectF(0, 0, cols * su, rows * sv)
+            if rect != self._image_rect:
+                self.image.setRect(rect)
+                self._image_rect = rect
             self._draw_labels()
             self._draw_measurements()
         self._place_crosshair()
         self._update_overlay()
         self._sync_slider()
 
+    def slice_index(self) -> int | None:
+        """Index of the shown slice along the grid axis normal to this view (None when oblique)."""
+        volume = self.state.volume
+        if volume is None or self.plane is None:
+            return None
+        key = (id(volume.geometry), self.plane)
+        if self._slice_index_key != key:
+            self._slice_index_key, self._slice_index = key, slice_index_for(volume.geometry, self.plane)
+        return self._slice_index
+
     def _sync_slider(self) -> None:
         """Slider range and position: slices along this view's normal (hidden for oblique planes)."""
         volume = self.state.volume
-        k = slice_index_for(volume.geometry, self.plane) if volume is not None and self.plane is not None else None
+        k = self.slice_index()
         self.slider.setVisible(k is not None)
         if k is None:
             return
@@ -289,7 +320,7 @@ class SliceView(QWidget):
         volume = self.state.volume
         if volume is None or self.plane is None:
             return
-        k = slice_index_for(volume.geometry, self.plane)
+        k = self.slice_index()
         if k is not None and value != k:
             self.state.scroll(self.view, value - k if self._index_increases_along_normal() else k - value)
 
@@ -334,7 +365,9 @@ class SliceView(QWidget):
             direction = np.cross(n_self, n_other)
             du = float(np.dot(direction, self.plane.u))
             dv = float(np.dot(direction, self.plane.v))
-            line.setAngle(float(np.degrees(np.arctan2(dv, du))))
+            angle = float(np.degrees(np.arctan2(dv, du)))
+            if abs(angle - line.angle) > 1e-9:
+                line.setAngle(angle)
             line.setPos(centre)
 
     def _draw_labels(self) -> None:
@@ -344,7 +377,7 @@ class SliceView(QWidget):
             return
         lab = reslice(labels.array, labels.geometry, self.plane, order=0, fill=0)
         lab = np.rint(lab).astype(np.int32) if lab.dtype.kind == "f" else lab.astype(np.int32)
-        n = max(int(labels.array.max(initial=0)), max((entry.value for entry in labels.labels), default=0)) + 1
+        n = max(self.state.label_max, max((entry.value for entry in labels.labels), default=0)) + 1
         lut = np.zeros((n, 4), np.uint8)
         overall = self.state.label_display.opacity
         for entry in labels.labels:
@@ -358,10 +391,21 @@ class SliceView(QWidget):
             edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
             lab = np.where(edge, lab, 0)
             lut[1:, 3] = np.where(lut[1:, 3] > 0, 255, 0)
-        rgba = lut[np.clip(lab, 0, n - 1)]
-        self.label_image.setImage(rgba, autoLevels=False, levels=[0, 255])
+        if not lab.any():  # most slices hold no label: nothing to draw (one image less per repaint)
+            self.label_image.setVisible(False)
+            return
+        self.label_image.setVisible(True)
+        if n <= 256:  # an index image with a colour table: pyqtgraph's fast lookup path
+            shown, table = lab.astype(np.uint8), np.vstack([lut, np.zeros((256 - n, 4), np.uint8)])
+            self.label_image.setImage(shown, autoLevels=False, levels=[0, 255], lut=table)
+        else:
+            shown = lut[np.clip(lab, 0, n - 1)]
+            self.label_image.setImage(shown, autoLevels=False, levels=[0, 255], lut=None)
         su, sv = self.plane.spacing
-        self.label_image.setRect(QRectF(0, 0, rgba.shape[1] * su, rgba.shape[0] * sv))
+        rect = QRectF(0, 0, shown.shape[1] * su, shown.shape[0] * sv)
+        if rect != self._label_rect:
+            self.label_image.setRect(rect)
+            self._label_rect = rect
 
     def _visible_here(self, m: Measurement) -> bool:
         assert self.plane is not None
@@ -421,7 +465,7 @@ class SliceView(QWidget):
                          f"{_format_date(md.study_date)}"]
         top_left += [f"{md.modality} {md.series_description}".strip()]
         position = float(np.dot(self.state.cursor, self.plane.normal()))
-        k = slice_index_for(volume.geometry, self.plane)
+        k = self.slice_index()
         slice_text = self.view.capitalize()
         if k is not None:
             slice_text += f"  {k + 1}/{_normal_axis_length(volume.geometry, self.plane)}"
@@ -436,17 +480,17 @@ class SliceView(QWidget):
                         f"zoom {zoom:.2f}x"]
         if self.state.is_oblique:
             bottom_right.insert(0, "oblique")
-        self.overlay.corners = {"top_left": top_left, "top_right": [], "bottom_left": bottom_left,
-                                "bottom_right": bottom_right}
-        self.overlay.letters = orientation_letters(self.plane.u, self.plane.v)
+        corners = {"top_left": top_left, "top_right": [], "bottom_left": bottom_left, "bottom_right": bottom_right}
+        letters = orientation_letters(self.plane.u, self.plane.v)
         bar_mm = _nice_length((x1 - x0) / 5.0)
-        self.overlay.bar_mm = bar_mm
-        self.overlay.bar_px = bar_mm / mm_per_px if mm_per_px > 0 else 0.0
-        self.overlay.update()
+        bar_px = bar_mm / mm_per_px if mm_per_px > 0 else 0.0
+        o = self.overlay
+        if (corners, letters, bar_mm, round(bar_px)) != (o.corners, o.letters, o.bar_mm, round(o.bar_px)):
+            o.corners, o.letters, o.bar_mm, o.bar_px = corners, letters, bar_mm, bar_px
+            self.view_box.update()  # through the scene: one repaint together with the image
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
-        self.overlay.setGeometry(self.graphics.rect())
         self._update_overlay()
 
     # -- input --------------------------------------------------------------------------------------
