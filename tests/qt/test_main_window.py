@@ -279,14 +279,18 @@ def test_label_overlay_draws_the_tumour(qtbot, window: MainWindow, chest_ct_samp
     z, y, x = (int(np.median(a)) for a in np.nonzero(labels.array))
     window.state.set_cursor(labels.geometry.index_to_world([x, y, z]))
     axial = window.grid.views["axial"]
-    rgba = axial.label_image.image
+    rgba = axial.shown_labels()
     assert rgba is not None and (rgba[..., 3] > 0).sum() == (labels.array[z] > 0).sum()
+    assert tuple(rgba[labels.array[z] > 0][0, :3]) == labels.labels[0].color
     window.state.set_label_visible(1, False)
-    assert (axial.label_image.image[..., 3] > 0).sum() == 0
+    hidden = axial.shown_labels()
+    assert hidden is None or (hidden[..., 3] > 0).sum() == 0
     window.state.set_label_visible(1, True)
     window.state.set_label_outline(True)
-    outline = (axial.label_image.image[..., 3] > 0).sum()
+    outline = (axial.shown_labels()[..., 3] > 0).sum()
     assert 0 < outline < (labels.array[z] > 0).sum()
+    window.state.set_cursor(labels.geometry.index_to_world([x, y, 2]))  # a slice without tumour
+    assert axial.shown_labels() is None
 
 
 def test_shortcuts_help_lists_keys(qtbot, window: MainWindow) -> None:

@@ -407,6 +407,14 @@ class SliceView(QWidget):
             self.label_image.setRect(rect)
             self._label_rect = rect
 
+    def shown_labels(self) -> np.ndarray | None:
+        """The label overlay as drawn (RGBA per pixel), or None when nothing is drawn."""
+        item = self.label_image
+        if not item.isVisible() or item.image is None:
+            return None
+        lut = item.lut if not callable(item.lut) else None
+        return lut[item.image] if lut is not None and item.image.ndim == 2 else item.image
+
     def _visible_here(self, m: Measurement) -> bool:
         assert self.plane is not None
         tolerance = 0.5 * max(min(self.state.volume.geometry.spacing), 1e-3) if self.state.volume else 0.5
