@@ -44,20 +44,23 @@ class Worker(QRunnable):
         self.task.token.cancel()
 
     def run(self) -> None:
+        # ``done`` is set before the signal goes out, so a slot can rely on it
         try:
             result = self.fn(*self.args, task=self.task, **self.kwargs)
         except CancelledError:
+            self.done = True
             self.signals.cancelled.emit()
         except MedviewError as exc:
             log.warning("job failed: %s", exc)
+            self.done = True
             self.signals.failed.emit(str(exc))
-        except Exception as exc:
+        except Exception as exc:  # a bug: keep the GUI alive and say what happened
             log.error("unexpected error in worker:\n%s", traceback.format_exc())
+            self.done = True
             self.signals.failed.emit(f"Unexpected error ({type(exc).__name__}): {exc}")
         else:
-            self.signals.finished.emit(result)
-        finally:
             self.done = True
+            self.signals.finished.emit(result)
 
 
 def start(worker: Worker) -> Worker:

@@ -103,6 +103,7 @@ def open_rows(opens: dict[str, list[dict]]) -> list[dict]:
 
         first_ok = med("first_slice_s") <= GOAL_FIRST_S
         when = "middle slice while loading" if all(r["first_was_partial"] for r in runs) else "after the full load"
+        methods = "/".join(sorted({str(r.get("pool_start_method")) for r in runs}))
         gap = max(r["max_gap_ms"] for r in runs)
         gaps = sum(r["stalls_over_50ms"] for r in runs)
         labels = f"; labels shown {med('labels_s'):.2f} s" if med("labels_s") is not None else ""
@@ -112,7 +113,7 @@ def open_rows(opens: dict[str, list[dict]]) -> list[dict]:
                      "gaps_over_50": None, "goal": "-", "result": "-", "ok": True})
         rows.append({**base, "measurement": "open: first slice on screen [s]", "p50": med("first_slice_s"),
                      "max": top("first_slice_s"),
-                     "detail": f"image set {med('first_data_s'):.3f} s, then painted; {when}",
+                     "detail": f"image set {med('first_data_s'):.3f} s, then painted; {when}; decode pool: {methods}",
                      "max_gap_ms": None, "gaps_over_50": None, "goal": f"<= {GOAL_FIRST_S:g} s",
                      "result": _verdict([] if first_ok else [f"{med('first_slice_s'):.3f} s"]), "ok": first_ok})
         rows.append({**base, "measurement": "open: load_finished [s]", "p50": med("finished_s"),

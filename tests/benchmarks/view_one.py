@@ -28,7 +28,10 @@ open DIR
     screen (the axial view has an image, then a forced ``repaint()``), ``load_finished``, and (bundled
     chest CT) its label map shown; then the event loop runs until the background jobs (thumbnails,
     histogram) are done, plus ``SETTLE_S``.  The heartbeat covers all of it.  The decode pool is not
-    warmed first: the GUI does not do that either.
+    warmed first: the GUI does not do that either.  What-ifs (not used by the benchmark):
+    ``--warm-pool`` starts the pool before the clock, ``--forkserver`` starts an idle Python thread first
+    so that medview's pool chooses forkserver (it picks fork when ``threading.active_count() == 1``,
+    which does not see Qt's threads); ``pool_start_method`` in the result says which one ran.
 """
 
 from __future__ import annotations
@@ -441,12 +444,17 @@ def drag(size: int, profile_path: str | None) -> dict:
 
 
 # -- open ---------------------------------------------------------------------------------------------
-def open_series(folder: str, warm_pool: bool = False) -> dict:
+def open_series(folder: str, warm_pool: bool = False, forkserver: bool = False) -> dict:
+    import threading
+
+    from medview.io.dicom import parallel
+
     tmp = tempfile.mkdtemp(prefix="medview-viewbench-")
     app, window = make_window(tmp)
+    if forkserver:  # what-if: an idle Python thread makes medview's pool choose forkserver, as its docstring
+        # intends for a threaded process (Qt's threads are invisible to threading.active_count())
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
     if warm_pool:  # what-if: the decode pool started while the window opens (the GUI does not do this)
-        from medview.io.dicom import parallel
-
         parallel.warm_up()
     axial = window.grid.views["axial"]
     marks: dict[str, float] = {}
@@ -492,7 +500,8 @@ def open_series(folder: str, warm_pool: bool = False) -> dict:
     in_load = [s for s in loop["stalls"] if s[0] - (t0 - hb.ticks[0]) <= finished]
     window.close()
     wait_for_all()
-    return {"mode": "open", "folder": folder, "warm_pool": warm_pool, "shape": list(window.volume.geometry.shape),
+    return {"mode": "open", "folder": folder, "warm_pool": warm_pool, "forkserver_forced": forkserver,
+            "pool_start_method": parallel.start_method(), "shape": list(window.volume.geometry.shape),
             "scan_s": rel.get("scan"),
             "first_data_s": rel.get("first_data"), "first_slice_s": rel.get("first_paint"),
             "first_was_partial": bool(rel.get("first_partial")), "finished_s": finished,
@@ -506,9 +515,13 @@ def main() -> None:
     parser.add_argument("arg")
     parser.add_argument("--profile", default=None, help="drag: write cProfile statistics of the frames here")
     parser.add_argument("--warm-pool", action="store_true", help="open: start the decode pool before the clock")
+    parser.add_argument("--forkserver", action="store_true", help="open: make the decode pool use forkserver")
     args = parser.parse_args()
     with contextlib.redirect_stdout(sys.stderr):  # only the JSON line goes to stdout
-        result = drag(int(args.arg), args.profile) if args.mode == "drag" else open_series(args.arg, args.warm_pool)
+        if args.mode == "drag":
+            result = drag(int(args.arg), args.profile)
+        else:
+            result = open_series(args.arg, args.warm_pool, args.forkserver)
     print(json.dumps(result))
 
 

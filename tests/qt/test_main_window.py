@@ -256,9 +256,6 @@ def test_cancel_during_loading(qtbot, window: MainWindow, chest_ct_sample: Path)
     """Cancel pressed while slices arrive (right after the middle one is shown) stops the job."""
     finished: list[object] = []
     window.load_finished.connect(finished.append)
-    with qtbot.waitSignal(window.browser.series_activated if False else window.load_cancelled, timeout=20_000,
-                          raising=False):
-        pass
     from medview.io.readers import scan
 
     (info,) = scan(chest_ct_sample)
@@ -338,3 +335,14 @@ def test_rectangle_roi_statistics_and_csv(qtbot, window: MainWindow, chest_ct_sa
     window.measurements.table.selectRow(0)
     window.measurements.delete_selected()
     assert len(window.state.measurements) == 0 and window.measurements.table.rowCount() == 0
+
+
+def test_every_view_is_fitted_to_its_image_after_opening(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    """Coronal and sagittal wait for the whole volume while it loads; then they must show all of it."""
+    _open(qtbot, window, chest_ct_sample)
+    for name, view in window.grid.views.items():
+        (x0, x1), (y0, y1) = view.view_box.viewRange()
+        rect = view.image.mapRectToParent(view.image.boundingRect())
+        assert x0 <= rect.left() + 1e-6 and rect.right() <= x1 + 1e-6, name
+        assert y0 <= rect.top() + 1e-6 and rect.bottom() <= y1 + 1e-6, name
+        assert (x1 - x0) < 3 * rect.width() or (y1 - y0) < 3 * rect.height(), name  # fitted, not lost in space

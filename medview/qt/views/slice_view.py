@@ -175,6 +175,7 @@ class SliceView(QWidget):
         self._drag_measurement: Measurement | None = None
         self._drag_point: int | None = None
         self._geometry = None
+        self._zoom_pending = False
         self._image_rect = QRectF()
         self._label_rect = QRectF()
         self._slice_index_key: tuple | None = None
@@ -245,12 +246,11 @@ class SliceView(QWidget):
     def _on_volume(self) -> None:
         """A new volume, or the same study completed after its middle slice: keep zoom if the grid is the same."""
         geometry = self.state.volume.geometry if self.state.volume is not None else None
-        new_grid = geometry != self._geometry
+        if geometry != self._geometry:
+            self._zoom_pending = True  # fit the view once it has an image of this grid
         self._geometry = geometry
         self.plane = None
         self.refresh()
-        if new_grid:
-            self.reset_zoom()
 
     def _rerender(self) -> None:
         """Rotation or slab changed: reslice even if the plane is the same."""
@@ -289,6 +289,9 @@ class SliceView(QWidget):
                 self._image_rect = rect
             self._draw_labels()
             self._draw_measurements()
+        if self._zoom_pending and self.image_data is not None:
+            self._zoom_pending = False
+            self.reset_zoom()
         self._place_crosshair()
         self._update_overlay()
         self._sync_slider()
