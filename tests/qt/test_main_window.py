@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import shutil
 import time
 from pathlib import Path
@@ -10,30 +9,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PySide6.QtCore import QPoint, QPointF, QSettings, Qt, QTimer
+from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtTest import QTest
 
 from medview.algorithms.reslice import slice_index_for
-from medview.qt.app import configure
 from medview.qt.main_window import MainWindow
-from medview.qt.workers import wait_for_all
 from tests.conftest import SPHERE_CENTRE_LPS, SPHERE_RADIUS_MM, dicom_files
 
 pytestmark = pytest.mark.qt
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    gc.collect()  # free what earlier tests left (closed windows, their volumes) before this one measures
-    configure()
-    w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
-    wait_for_all()  # no job of this test runs on into the next one
 
 
 def _open(qtbot, window: MainWindow, path: Path, series: str | None = None):

@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-import gc
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from medview.algorithms.reslice import slice_index_for
-from medview.qt.app import configure
 from medview.qt.main_window import MainWindow
-from medview.qt.workers import wait_for_all
 from tests.conftest import dicom_files
 
 pytestmark = pytest.mark.qt
 STANDARD = {"axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
             "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
             "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"}}
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    gc.collect()  # free what earlier tests left (closed windows, their volumes) before this one measures
-    configure()
-    w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.resize(1300, 850)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
-    wait_for_all()  # no job of this test runs on into the next one
 
 
 def _open(qtbot, window: MainWindow, path: Path):
