@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QSlider, QVBoxLayout, QWidget
 
 from medview.algorithms.display import window_to_uint8
 from medview.algorithms.reslice import Plane, is_index_aligned, orientation_letters, reslice, slice_index_for
 from medview.app.measurements import Measurement
 from medview.app.viewer import VIEWS, ViewerState
+from medview.qt.views.overlay import OverlayLayer, SliceGraphicsView, nice_length
 
 VIEW_COLORS = {"axial": (230, 60, 60), "coronal": (60, 200, 80), "sagittal": (230, 200, 40)}
 TOOLS = ("crosshair", "distance", "angle", "rectangle", "ellipse", "polygon")
@@ -70,90 +70,6 @@ class SliceViewBox(pg.ViewBox):
         if delta:
             self.wheel_steps.emit(1 if delta > 0 else -1)
         ev.accept()
-
-
-class OverlayLayer:
-    """Corner annotations, orientation letters and a scale bar, painted in the view's own paint pass.
-
-    ``texts()`` returns exactly what is painted, so tests can check that no patient identifier is
-    drawn when the PHI switch is on.
-    """
-
-    def __init__(self) -> None:
-        self.corners: dict[str, list[str]] = {"top_left": [], "top_right": [], "bottom_left": [], "bottom_right": []}
-        self.letters: dict[str, str] = {}
-        self.bar_mm = 0.0
-        self.bar_px = 0.0
-        self.font = QFont("monospace")
-        self.font.setStyleHint(QFont.StyleHint.TypeWriter)
-        self.font.setPointSize(9)
-        self.bold = QFont(self.font)
-        self.bold.setBold(True)
-        self.bold.setPointSize(11)
-
-    def texts(self) -> list[str]:
-        out = [line for lines in self.corners.values() for line in lines]
-        out += list(self.letters.values())
-        if self.bar_px > 0:
-            out.append(f"{self.bar_mm:g} mm")
-        return out
-
-    def paint(self, p: QPainter, w: int, ht: int) -> None:
-        p.setFont(self.font)
-        metrics = p.fontMetrics()
-        h = metrics.height()
-        p.setPen(QColor(230, 230, 230))
-        for key, lines in self.corners.items():
-            for i, line in enumerate(lines):
-                tw = metrics.horizontalAdvance(line)
-                x = 6 if key.endswith("left") else w - tw - 6
-                y = 4 + h * (i + 1) if key.startswith("top") else ht - 6 - h * (len(lines) - 1 - i)
-                p.drawText(x, y - metrics.descent(), line)
-        p.setPen(QColor(255, 210, 90))
-        p.setFont(self.bold)
-        m2 = p.fontMetrics()
-        for side, letter in self.letters.items():
-            tw = m2.horizontalAdvance(letter)
-            if side == "left":
-                p.drawText(6, ht // 2, letter)
-            elif side == "right":
-                p.drawText(w - tw - 6, ht // 2, letter)
-            elif side == "top":
-                p.drawText((w - tw) // 2, m2.height() + 2, letter)
-            else:
-                p.drawText((w - tw) // 2, ht - 8, letter)
-        if self.bar_px > 4:
-            p.setPen(QPen(QColor(230, 230, 230), 2))
-            x0, y0 = w - 16 - self.bar_px, ht - 6 - h * 4
-            p.drawLine(int(x0), int(y0), int(x0 + self.bar_px), int(y0))
-            for x in (x0, x0 + self.bar_px):
-                p.drawLine(int(x), int(y0 - 4), int(x), int(y0 + 4))
-            p.setFont(self.font)
-            p.drawText(int(x0), int(y0 - 6), f"{self.bar_mm:g} mm")
-
-
-class SliceGraphicsView(pg.GraphicsView):
-    """GraphicsView that paints the overlay in the same pass as the image (one repaint per change)."""
-
-    def __init__(self, overlay: OverlayLayer) -> None:
-        super().__init__()
-        self.overlay = overlay
-
-    def drawForeground(self, painter: QPainter, rect) -> None:  # noqa: N802 - Qt override
-        super().drawForeground(painter, rect)
-        painter.save()
-        painter.resetTransform()
-        viewport = self.viewport()
-        self.overlay.paint(painter, viewport.width(), viewport.height())
-        painter.restore()
-
-
-def _nice_length(mm: float) -> float:
-    """Largest 1/2/5 x 10^k not above ``mm``."""
-    if mm <= 0:
-        return 0.0
-    k = 10 ** np.floor(np.log10(mm))
-    return float(max(m * k for m in (1, 2, 5) if m * k <= mm))
 
 
 class SliceView(QWidget):
@@ -493,7 +409,7 @@ class SliceView(QWidget):
             bottom_right.insert(0, "oblique")
         corners = {"top_left": top_left, "top_right": [], "bottom_left": bottom_left, "bottom_right": bottom_right}
         letters = orientation_letters(self.plane.u, self.plane.v)
-        bar_mm = _nice_length((x1 - x0) / 5.0)
+        bar_mm = nice_length((x1 - x0) / 5.0)
         bar_px = bar_mm / mm_per_px if mm_per_px > 0 else 0.0
         o = self.overlay
         if (corners, letters, bar_mm, round(bar_px)) != (o.corners, o.letters, o.bar_mm, round(o.bar_px)):
