@@ -267,7 +267,7 @@ class ViewerState:
         if labels is not None and self.volume is not None and not labels.geometry.is_same_grid(self.volume.geometry):
             raise MedviewError("The label map is not on the image's grid (resampling comes with label import)")
         self.labels = labels
-        self.label_max = int(labels.array.max(initial=0)) if labels is not None else 0
+        self.label_max = max(labels.voxel_counts(), default=0) if labels is not None else 0
         self.emit("labels")
 
     def set_label_visible(self, value: int, visible: bool) -> None:

@@ -41,6 +41,7 @@ class LabelMap:
     geometry: Geometry
     labels: list[Label] = field(default_factory=list)
     source: str = ""
+    _counts: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3 or tuple(self.array.shape) != self.geometry.shape:
@@ -57,9 +58,20 @@ class LabelMap:
         if not self.labels:
             self.labels = [Label(int(v), f"Label {int(v)}", default_color(int(v))) for v in self.present_values()]
 
+    def voxel_counts(self) -> dict[int, int]:
+        """Voxels per non-zero label value (one pass over the array, cached until :meth:`changed`)."""
+        if self._counts is None:
+            counts = np.bincount(self.array.ravel())
+            self._counts = {int(v): int(n) for v, n in enumerate(counts) if v and n}
+        return self._counts
+
+    def changed(self) -> None:
+        """Call after editing ``array`` in place: cached statistics are recomputed on next use."""
+        self._counts = None
+
     def present_values(self) -> list[int]:
         """Non-zero values that occur in the array, ascending."""
-        return [int(v) for v in np.unique(self.array) if v != 0]
+        return sorted(self.voxel_counts())
 
     def label(self, value: int) -> Label:
         for entry in self.labels:
@@ -68,7 +80,7 @@ class LabelMap:
         raise MedviewError(f"No label with value {value}; the table has {[e.value for e in self.labels]}")
 
     def voxel_count(self, value: int) -> int:
-        return int(np.count_nonzero(self.array == value))
+        return self.voxel_counts().get(int(value), 0)
 
     def volume_ml(self, value: int) -> float:
         """Volume of one label in millilitres (1 mL = 1000 mm^3)."""

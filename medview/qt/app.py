@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 
 import pyqtgraph as pg
 from PySide6.QtCore import QThreadPool, QTimer
@@ -13,6 +14,17 @@ from medview.app.samples import sample_path
 from medview.io.dicom import parallel
 from medview.qt.main_window import MainWindow
 from medview.qt.workers import wait_for_all
+
+_warming: list[threading.Thread] = []
+
+
+def _warm_up() -> None:
+    """While the window opens: start the decode workers and import SimpleITK (NIfTI, labels).
+
+    Both cost 0.1-0.5 s; done lazily they landed inside the first load and stalled the event loop.
+    """
+    parallel.warm_up()
+    import SimpleITK  # noqa: F401
 
 
 def configure() -> QApplication:
@@ -28,9 +40,13 @@ def configure() -> QApplication:
     gc.collect()
     gc.freeze()
     # decode workers forked before Qt started (by a script or test that loaded images first) share
-    # this process's pages copy-on-write; start fresh ones from the fork server instead
+    # this process's pages copy-on-write; from now on workers come from the fork server only
+    parallel.prefer_forkserver()
     if parallel.start_method() == "fork":
         parallel.shutdown()
+    if not _warming:
+        _warming.append(threading.Thread(target=_warm_up, name="medview-warm-up", daemon=True))
+        _warming[0].start()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("medview")
     app.setOrganizationName("medview")

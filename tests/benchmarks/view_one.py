@@ -37,6 +37,7 @@ open DIR
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import cProfile
 import gc
@@ -44,6 +45,7 @@ import io
 import json
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -159,6 +161,13 @@ def settle(app) -> None:
     """Let background jobs (histogram, thumbnails, label import) finish, then idle a little."""
     spin(app, jobs_idle, timeout_s=60.0)
     spin(app, min_s=SETTLE_S)
+
+
+def scratch_dir() -> str:
+    """A temporary folder for the window's settings file, removed when the process exits."""
+    tmp = tempfile.mkdtemp(prefix="medview-viewbench-")
+    atexit.register(shutil.rmtree, tmp, True)
+    return tmp
 
 
 def make_window(tmp: str):
@@ -351,7 +360,7 @@ class MouseSteps:
 
 
 def drag(size: int, profile_path: str | None) -> dict:
-    tmp = tempfile.mkdtemp(prefix="medview-viewbench-")
+    tmp = scratch_dir()
     app, window = make_window(tmp)
     out: dict = {"mode": "drag", "size": size}
     t0 = now()
@@ -449,7 +458,7 @@ def open_series(folder: str, warm_pool: bool = False, forkserver: bool = False) 
 
     from medview.io.dicom import parallel
 
-    tmp = tempfile.mkdtemp(prefix="medview-viewbench-")
+    tmp = scratch_dir()
     app, window = make_window(tmp)
     if forkserver:  # what-if: an idle Python thread makes medview's pool choose forkserver, as its docstring
         # intends for a threaded process (Qt's threads are invisible to threading.active_count())

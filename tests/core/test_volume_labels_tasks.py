@@ -62,3 +62,14 @@ def test_task_progress_is_throttled_and_cancel_raises() -> None:
     with pytest.raises(CancelledError):
         for _ in range(10_000_000):
             task.check()
+
+
+def test_label_counts_are_cached_until_changed() -> None:
+    arr = np.zeros((4, 4, 4), np.uint8)
+    arr[0, :2, :2] = 2
+    lm = LabelMap(arr, Geometry((4, 4, 4)))
+    assert lm.voxel_counts() == {2: 4}
+    lm.array[3, 3, 3] = 5  # an edit in place (paint brush): stale until changed() is called
+    assert lm.voxel_counts() == {2: 4}
+    lm.changed()
+    assert lm.voxel_counts() == {2: 4, 5: 1} and lm.present_values() == [2, 5]

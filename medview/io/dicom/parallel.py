@@ -24,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 _POOL: ProcessPoolExecutor | None = None
 _DISABLED = False
+_FORKSERVER_ONLY = False
 _LOCK = threading.Lock()
 
 PoolFailure = (BrokenProcessPool, OSError, RuntimeError)
@@ -50,12 +51,20 @@ def _lower_priority() -> None:
         os.nice(10)
 
 
+def prefer_forkserver() -> None:
+    """Always start workers from the fork server (the GUI calls this: Qt's own threads are invisible
+    to :func:`threading.active_count`, and forking a process that runs them can deadlock)."""
+    global _FORKSERVER_ONLY
+    _FORKSERVER_ONLY = True
+
+
 def process_pool() -> ProcessPoolExecutor:
     """The shared pool, started on first use."""
     global _POOL
     with _LOCK:
         if _POOL is None:
-            if threading.active_count() == 1:
+            single_threaded = threading.active_count() == 1 and threading.current_thread() is threading.main_thread()
+            if single_threaded and not _FORKSERVER_ONLY:
                 ctx = mp.get_context("fork")
             else:
                 ctx = mp.get_context("forkserver")

@@ -38,6 +38,8 @@ class HistogramPanel(QWidget):
         """Recompute the histogram in a worker (never on the GUI thread) for the shown volume."""
         volume = self.state.volume
         self._window_changed()
+        if self.state.loading:
+            return  # a histogram of a volume still filling would be wrong and compete with the load
         if self.worker is not None and not self.worker.done:
             self.worker.cancel()
         if volume is None or volume.is_color:

@@ -45,7 +45,7 @@ class LabelsPanel(QWidget):
         self.tree.blockSignals(True)
         self.tree.clear()
         if labels is not None:
-            counts = {v: labels.volume_ml(v) for v in labels.present_values()}
+            counts = {v: labels.volume_ml(v) for v in labels.voxel_counts()}  # cached: counted in the worker
             for entry in labels.labels:
                 item = QTreeWidgetItem([entry.name, str(entry.value), f"{counts.get(entry.value, 0.0):.2f}"])
                 item.setCheckState(0, Qt.CheckState.Checked if entry.visible else Qt.CheckState.Unchecked)
