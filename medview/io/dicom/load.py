@@ -325,6 +325,11 @@ def _load(info: SeriesInfo, dtype: np.dtype, check: bool, task: TaskContext | No
         with ThreadPoolExecutor(n_threads) as pool:
             for fut in _completed([pool.submit(read_run, run) for run in runs if run], task):
                 fut.result()
+    if coded and use_pool and coded[0][0] == first_z:
+        # the middle slice here and now: the worker processes may still be starting (0.1-0.5 s)
+        z0, r0 = coded.pop(0)
+        _store(out, z0, decode_frames(r0.path, r0.member, [r0.frame])[0], r0, check)
+        finished(z0)
     if coded:
         try:
             _load_coded(coded, out, task, finished, use_pool, check, shared[1] if shared else None)
