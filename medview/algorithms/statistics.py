@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medview.core.tasks import TaskContext, check_cancel
+from medview.core.volume import subsample
 
 
 @dataclass(frozen=True)
@@ -15,14 +16,6 @@ class Histogram:
     counts: np.ndarray
     minimum: float
     maximum: float
-
-
-def subsample(array: np.ndarray, max_voxels: int = 2_000_000) -> np.ndarray:
-    """A regular subsample of at most about ``max_voxels`` voxels (colour averaged to grey)."""
-    if array.ndim == 4:
-        array = array.mean(axis=-1)
-    step = max(1, int(np.ceil((array.size / max_voxels) ** (1 / 3))))
-    return array[::step, ::step, ::step]
 
 
 def intensity_histogram(array: np.ndarray, bins: int = 256, task: TaskContext | None = None) -> Histogram:

@@ -37,17 +37,6 @@ def ct_presets() -> list[WindowPreset]:
     return [WindowPreset(p["center"], p["width"], p["name"]) for p in window_presets_file()["CT"]]
 
 
-def percentile_window(volume: Volume, low: float, high: float, name: str) -> WindowPreset:
-    """Window from intensity percentiles of a subsample (MR and other non-calibrated data)."""
-    data = volume.array if not volume.is_color else volume.array.mean(axis=-1)
-    step = max(1, int(np.ceil((data.size / 4_000_000) ** (1 / 3))))
-    sample = data[::step, ::step, ::step]
-    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
-    if hi <= lo:
-        hi = lo + 1.0
-    return WindowPreset((lo + hi) / 2.0, hi - lo, name)
-
-
 @dataclass
 class LabelDisplay:
     """How label maps are drawn: filled or outlined, overall opacity multiplier."""
@@ -125,7 +114,7 @@ class ViewerState:
             return volume.metadata.window_presets[0]
         if volume.modality == "CT":
             return next(p for p in ct_presets() if p.name == "Mediastinum")
-        return percentile_window(volume, 1.0, 99.0, "Auto 1-99%")
+        return volume.percentile_window(1.0, 99.0, "Auto 1-99%")
 
     def window_choices(self) -> list[WindowPreset]:
         """File presets, then CT presets (for CT), then percentile windows."""
@@ -143,7 +132,7 @@ class ViewerState:
             raise MedviewError("No image is open")
         for p in window_presets_file()["percentiles"]:
             if p["name"] == name:
-                return self.set_window(percentile_window(self.volume, p["low"], p["high"], name))
+                return self.set_window(self.volume.percentile_window(p["low"], p["high"], name))
         for preset in self.window_choices():
             if preset.name == name:
                 return self.set_window(preset)

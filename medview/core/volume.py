@@ -48,6 +48,14 @@ class VolumeMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def subsample(array: np.ndarray, max_voxels: int = 2_000_000) -> np.ndarray:
+    """A regular subsample of at most about ``max_voxels`` voxels (colour averaged to grey), for
+    statistics that must stay fast on any volume size."""
+    step = max(1, int(np.ceil((array.size / max_voxels) ** (1 / 3))))
+    sample = array[::step, ::step, ::step]
+    return sample.mean(axis=-1) if sample.ndim == 4 else sample
+
+
 class Volume:
     """A 3D image: ``array`` indexed ``(z, y, x)`` (``(z, y, x, c)`` for colour), in real units.
 
@@ -100,13 +108,14 @@ class Volume:
         """The file's first preset, else a robust 1st-99th percentile window of the data."""
         if self.metadata.window_presets:
             return self.metadata.window_presets[0]
-        data = self.array
-        step = max(1, int(np.ceil((data.size / 2_000_000) ** (1 / 3))))
-        sample = data[::step, ::step, ::step] if data.ndim == 3 else data[::step, ::step, ::step].mean(-1)
-        lo, hi = np.percentile(sample, [1.0, 99.0])
+        return self.percentile_window(1.0, 99.0, "Auto 1-99%")
+
+    def percentile_window(self, low: float, high: float, name: str) -> WindowPreset:
+        """Window between two intensity percentiles of a regular subsample (MR, uncalibrated data)."""
+        lo, hi = (float(v) for v in np.percentile(subsample(self.array), [low, high]))
         if hi <= lo:
             hi = lo + 1.0
-        return WindowPreset(center=float(lo + hi) / 2.0, width=float(hi - lo), name="Auto (1-99%)")
+        return WindowPreset(center=(lo + hi) / 2.0, width=hi - lo, name=name)
 
     def with_array(self, array: np.ndarray) -> Volume:
         """A new volume on the same geometry with the metadata copied."""
