@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from medview.core.errors import InputNotFoundError
-
-
-def resources_dir() -> Path:
-    """The ``resources`` folder: ``MEDVIEW_RESOURCES`` or the one next to the package."""
-    configured = os.environ.get("MEDVIEW_RESOURCES")
-    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "resources"
+from medview.core.resources import resources_dir
 
 
 def sample_path(name: str = "chest_ct") -> Path:

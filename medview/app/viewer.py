@@ -17,9 +17,9 @@ import numpy as np
 
 from medview.algorithms.reslice import VIEW_FRAMES, Plane, step_mm, view_plane
 from medview.app.measurements import Measurement, MeasurementList
-from medview.app.samples import resources_dir
 from medview.core.errors import MedviewError
 from medview.core.labels import LabelMap
+from medview.core.resources import preset_path
 from medview.core.volume import Volume, WindowPreset
 
 VIEWS = ("axial", "coronal", "sagittal")
@@ -29,7 +29,7 @@ COLORMAPS = ("grey", "viridis", "inferno", "magma", "plasma", "cividis")
 
 @lru_cache(maxsize=1)
 def window_presets_file() -> dict[str, Any]:
-    with open(resources_dir() / "presets" / "window_level.json", encoding="utf-8") as fh:
+    with open(preset_path("window_level.json"), encoding="utf-8") as fh:
         return json.load(fh)
 
 
