@@ -36,3 +36,49 @@ def window_to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
         lut = _integer_lut(image.dtype.str, float(low), float(high))
         return lut[image.view(f"u{image.dtype.itemsize}")]  # one gather, no temporary
     return _scale(np.asarray(image, dtype=np.float32), float(low), float(high))
+
+
+# -- 32-bit display pixels (what the screen's raster engine blits without converting) ---------------
+def palette_argb32(rgb: np.ndarray) -> np.ndarray:
+    """``(256, 3)`` uint8 colours -> ``(256,)`` opaque 0xAARRGGBB words (Qt's RGB32 layout)."""
+    rgb = np.asarray(rgb, dtype=np.uint32)
+    if rgb.shape != (256, 3):
+        raise ValueError(f"a palette needs 256 RGB entries, got shape {rgb.shape}")
+    return (np.uint32(0xFF000000) | (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]).astype(np.uint32)
+
+
+@lru_cache(maxsize=8)
+def _integer_argb_lut(dtype_str: str, low: float, high: float, palette: bytes) -> np.ndarray:
+    return np.frombuffer(palette, dtype=np.uint32)[_integer_lut(dtype_str, low, high)]
+
+
+def window_to_argb32(image: np.ndarray, low: float, high: float, palette: np.ndarray) -> np.ndarray:
+    """Window ``image`` and colour it with ``palette`` (from :func:`palette_argb32`) in one gather.
+
+    Equal to ``palette[window_to_uint8(image, low, high)]``; for 8/16-bit integers the window and the
+    palette are folded into one table over the integer range, so a new slice costs one indexing pass.
+    """
+    palette = np.ascontiguousarray(palette, dtype=np.uint32)
+    if image.dtype in (np.int8, np.uint8, np.int16, np.uint16):
+        lut = _integer_argb_lut(image.dtype.str, float(low), float(high), palette.tobytes())
+        return lut[image.view(f"u{image.dtype.itemsize}")]
+    return palette[window_to_uint8(image, low, high)]
+
+
+def rgb_to_argb32(image: np.ndarray) -> np.ndarray:
+    """``(h, w, 3|4)`` uint8/uint16 colour pixels -> opaque 0xAARRGGBB words (16-bit keeps the top byte)."""
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"a colour image needs (h, w, 3) pixels, got shape {image.shape}")
+    c = image[..., :3]
+    if c.dtype != np.uint8:
+        c = (c >> 8) if c.dtype == np.uint16 else np.clip(c, 0, 255)
+    c = c.astype(np.uint32)
+    return np.uint32(0xFF000000) | (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
+
+
+def premultiplied_argb32(rgba: np.ndarray) -> np.ndarray:
+    """``(n, 4)`` uint8 straight-alpha colours -> ``(n,)`` premultiplied 0xAARRGGBB words."""
+    rgba = np.asarray(rgba, dtype=np.uint32)
+    a = rgba[:, 3]
+    r, g, b = ((rgba[:, i] * a + 127) // 255 for i in range(3))
+    return ((a << 24) | (r << 16) | (g << 8) | b).astype(np.uint32)

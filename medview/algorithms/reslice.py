@@ -21,7 +21,7 @@ sagittal views.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy import ndimage
@@ -174,8 +174,12 @@ def _dominant_axes(geometry: Geometry, u: np.ndarray, v: np.ndarray) -> tuple[in
     return au, av, 3 - au - av
 
 
+@lru_cache(maxsize=64)
 def _plane_axes(geometry: Geometry, plane: Plane) -> tuple[int, int, int, int, int] | None:
-    """Aligned axes when the plane can be cut by indexing (see :func:`is_index_aligned`), else None."""
+    """Aligned axes when the plane can be cut by indexing (see :func:`is_index_aligned`), else None.
+
+    Cached: the views ask for the same (grid, plane) pair several times per frame.
+    """
     axes = _aligned_axes(geometry, np.array(plane.u), np.array(plane.v))
     if axes is None:
         return None

@@ -70,6 +70,7 @@ class ViewerState:
     measurements: MeasurementList = field(default_factory=MeasurementList)
     _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=lambda: defaultdict(list), repr=False)
     _planes: dict[tuple, Plane] = field(default_factory=dict, repr=False)
+    _view_normals: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
     _fill: dict[int, float] = field(default_factory=dict, repr=False)
     _oblique: bool = field(default=False, repr=False)
 
@@ -168,7 +169,13 @@ class ViewerState:
         """The plane ``view`` shows now (cached until the cursor, rotation or volume changes)."""
         if self.volume is None:
             raise MedviewError("No image is open")
-        key = (view, id(self.volume.geometry), self.cursor.tobytes(), self.rotations[view].tobytes())
+        rotation_key = self.rotations[view].tobytes()
+        normal = self._view_normals.get((view, rotation_key))
+        if normal is None:
+            u0, v0 = VIEW_FRAMES[view]
+            normal = self._view_normals[(view, rotation_key)] = self.rotations[view] @ np.cross(u0, v0)
+        # a view's plane depends on the cursor only through its position along the normal
+        key = (view, id(self.volume.geometry), rotation_key, round(float(self.cursor @ normal), 6))
         plane = self._planes.get(key)
         if plane is None:
             rotation = self.rotations[view]

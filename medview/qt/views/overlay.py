@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QColor, QFont, QPainter, QPen
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QStaticText
 
 
 class OverlayLayer:
@@ -25,6 +26,18 @@ class OverlayLayer:
         self.bold = QFont(self.font)
         self.bold.setBold(True)
         self.bold.setPointSize(11)
+        self._static_texts: dict[str, QStaticText] = {}
+
+    def _static(self, line: str) -> QStaticText:
+        """Laid-out text, kept between repaints (most annotations stay the same while dragging)."""
+        text = self._static_texts.get(line)
+        if text is None:
+            if len(self._static_texts) > 256:
+                self._static_texts.clear()
+            text = self._static_texts[line] = QStaticText(line)
+            text.setTextFormat(Qt.TextFormat.PlainText)
+            text.prepare(font=self.font)
+        return text
 
     def texts(self) -> list[str]:
         out = [line for lines in self.corners.values() for line in lines]
@@ -40,10 +53,11 @@ class OverlayLayer:
         p.setPen(QColor(230, 230, 230))
         for key, lines in self.corners.items():
             for i, line in enumerate(lines):
-                tw = metrics.horizontalAdvance(line)
+                text = self._static(line)
+                tw = text.size().width()
                 x = 6 if key.endswith("left") else w - tw - 6
                 y = 4 + h * (i + 1) if key.startswith("top") else ht - 6 - h * (len(lines) - 1 - i)
-                p.drawText(x, y - metrics.descent(), line)
+                p.drawStaticText(QPointF(x, y - metrics.ascent()), text)
         p.setPen(QColor(255, 210, 90))
         p.setFont(self.bold)
         m2 = p.fontMetrics()
@@ -73,13 +87,23 @@ class SliceGraphicsView(pg.GraphicsView):
     def __init__(self, overlay: OverlayLayer) -> None:
         super().__init__()
         self.overlay = overlay
+        # the overlay and crosshair cover the whole viewport, so any change repaints all of it, once
+        self.setViewportUpdateMode(pg.QtWidgets.QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        # the view paints every pixel (black background): Qt need not repaint the parents underneath
+        self.setFrameShape(pg.QtWidgets.QFrame.Shape.NoFrame)
+        for widget in (self, self.viewport()):
+            widget.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
+            widget.setAttribute(Qt.WidgetAttribute.WA_NoSystemBackground, True)
+        # extra painters in device coordinates, called before the overlay: f(painter, width, height)
+        self.foreground_painters: list = [overlay.paint]
 
     def drawForeground(self, painter: QPainter, rect) -> None:  # noqa: N802 - Qt override
         super().drawForeground(painter, rect)
         painter.save()
         painter.resetTransform()
         viewport = self.viewport()
-        self.overlay.paint(painter, viewport.width(), viewport.height())
+        for paint in self.foreground_painters:
+            paint(painter, viewport.width(), viewport.height())
         painter.restore()
 
 

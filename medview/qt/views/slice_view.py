@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QSlider, QVBoxLayout, QWidget
 
-from medview.algorithms.display import window_to_uint8
+from medview.algorithms.display import palette_argb32, premultiplied_argb32, rgb_to_argb32, window_to_argb32
 from medview.algorithms.reslice import Plane, is_index_aligned, orientation_letters, reslice, slice_index_for
 from medview.app.measurements import Measurement
 from medview.app.viewer import VIEWS, ViewerState
 from medview.qt.views.overlay import OverlayLayer, SliceGraphicsView, nice_length
+from medview.qt.views.slice_image import SliceImageItem
 
 VIEW_COLORS = {"axial": (230, 60, 60), "coronal": (60, 200, 80), "sagittal": (230, 200, 40)}
 TOOLS = ("crosshair", "distance", "angle", "rectangle", "ellipse", "polygon")
+
+
+class CrosshairLine:
+    """One crosshair line: where another view's plane cuts this one (view coordinates, mm)."""
+
+    def __init__(self, color: tuple[int, int, int]) -> None:
+        self.pen = QPen(QColor(*color))
+        self.pen.setCosmetic(True)
+        self.angle = 0.0  # degrees from the view's +x axis
+        self.pos = QPointF()
 
 
 class SliceViewBox(pg.ViewBox):
@@ -93,7 +105,8 @@ class SliceView(QWidget):
         self._geometry = None
         self._zoom_pending = False
         self._image_rect = QRectF()
-        self._label_rect = QRectF()
+        self._overlay_key: tuple | None = None
+        self._slider_key: tuple | None = None
         self._slice_index_key: tuple | None = None
         self._slice_index: int | None = None
 
@@ -102,24 +115,21 @@ class SliceView(QWidget):
         self.graphics.setBackground("k")
         self.view_box = SliceViewBox()
         self.graphics.setCentralItem(self.view_box)
-        self.image = pg.ImageItem()
-        self.label_image = pg.ImageItem()
-        self.label_image.setZValue(5)
+        self.image = SliceImageItem()  # the slice and its labels, one item
         self.view_box.addItem(self.image)
-        self.view_box.addItem(self.label_image)
-        self.lines: dict[str, pg.InfiniteLine] = {}
-        for other in VIEWS:
-            if other != view:
-                line = pg.InfiniteLine(pen=pg.mkPen(VIEW_COLORS[other], width=1), movable=False)
-                line.setZValue(10)
-                self.view_box.addItem(line, ignoreBounds=True)
-                self.lines[other] = line
+        # crosshair lines are painted with the overlay: no scene items to re-index on every move
+        self.lines = {other: CrosshairLine(VIEW_COLORS[other]) for other in VIEWS if other != view}
+        self._line_angles_key: tuple | None = None
+        self.graphics.foreground_painters.insert(0, self._paint_crosshair)
+        self._palette_key: tuple | None = None
+        self._palette = palette_argb32(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
         self.preview = pg.PlotDataItem(pen=pg.mkPen((255, 255, 0), width=1.5))
         self.preview.setZValue(20)
         self.view_box.addItem(self.preview, ignoreBounds=True)
         self.measure_items: list[pg.GraphicsObject] = []
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setToolTip("Slice")
+        self.slider.setAutoFillBackground(True)  # opaque: moving it does not repaint the window behind it
         self.slider.valueChanged.connect(self._slider_moved)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(1, 1, 1, 1)
@@ -186,8 +196,7 @@ class SliceView(QWidget):
         if self.state.loading and not _along_slices(volume.geometry, plane):
             # slices are still arriving: a plane across them would show (and page in) empty memory
             self.plane, self.image_data = plane, None
-            self.image.clear()
-            self.label_image.clear()
+            self.image.set_image(None)
             self._place_crosshair()
             return
         if plane != self.plane or self.image_data is None:
@@ -196,13 +205,10 @@ class SliceView(QWidget):
             data = reslice(volume.array, volume.geometry, plane, slab_mm=self.state.slab_mm,
                            mode=self.state.slab_mode, fill=None if aligned else self.state.fill_value())
             self.image_data = data
-            self._apply_levels(update_overlay=False)
             su, sv = plane.spacing
             rows, cols = data.shape[:2]
-            rect = QRectF(0, 0, cols * su, rows * sv)
-            if rect != self._image_rect:
-                self.image.setRect(rect)
-                self._image_rect = rect
+            self._image_rect = QRectF(0, 0, cols * su, rows * sv)
+            self._apply_levels(update_overlay=False)
             self._draw_labels()
             self._draw_measurements()
         if self._zoom_pending and self.image_data is not None:
@@ -230,6 +236,9 @@ class SliceView(QWidget):
         if k is None:
             return
         n = _normal_axis_length(volume.geometry, self.plane)
+        if (n, k) == self._slider_key:
+            return
+        self._slider_key = (n, k)
         self.slider.blockSignals(True)
         self.slider.setRange(0, n - 1)
         self.slider.setValue(k)
@@ -255,22 +264,26 @@ class SliceView(QWidget):
         if volume is None or self.image_data is None:
             return
         if volume.is_color:
-            top = 255 if self.image_data.dtype == np.uint8 else 65535
-            self.image.setImage(self.image_data, autoLevels=False, levels=[0, top], lut=None)
+            words = rgb_to_argb32(self.image_data)
         else:
             w = self.state.window
-            shown = window_to_uint8(self.image_data, w.low, w.high)
-            self.image.setImage(shown, autoLevels=False, levels=[0, 255], lut=self._lookup_table())
+            words = window_to_argb32(self.image_data, w.low, w.high, self._current_palette())
+        self.image.set_image(words, self._image_rect)
         if update_overlay:
             self._update_overlay()
 
-    def _lookup_table(self) -> np.ndarray:
-        name = self.state.colormap
-        if name == "grey":
-            lut = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-        else:
-            lut = pg.colormap.get(name).getLookupTable(nPts=256, alpha=False)
-        return lut[::-1].copy() if self.state.invert else lut
+    def _current_palette(self) -> np.ndarray:
+        """The colormap (inverted if asked) as 256 RGB32 words, rebuilt only when it changes."""
+        key = (self.state.colormap, self.state.invert)
+        if key != self._palette_key:
+            name = self.state.colormap
+            if name == "grey":
+                lut = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+            else:
+                lut = pg.colormap.get(name).getLookupTable(nPts=256, alpha=False)
+            self._palette = palette_argb32(lut[::-1] if self.state.invert else lut)
+            self._palette_key = key
+        return self._palette
 
     def _on_overlay(self) -> None:
         self._apply_levels()
@@ -278,21 +291,45 @@ class SliceView(QWidget):
     def _place_crosshair(self) -> None:
         assert self.plane is not None
         centre = self.world_to_view(self.state.cursor)
-        n_self = self.plane.normal()
-        for other, line in self.lines.items():
-            n_other = self.state.plane(other).normal()
-            direction = np.cross(n_self, n_other)
-            du = float(np.dot(direction, self.plane.u))
-            dv = float(np.dot(direction, self.plane.v))
-            angle = float(np.degrees(np.arctan2(dv, du)))
-            if abs(angle - line.angle) > 1e-9:
-                line.setAngle(angle)
-            line.setPos(centre)
+        # the lines' angles change only with the planes' orientations, not with the cursor
+        key = (self.plane.u, self.plane.v, *(self.state.rotations[other].tobytes() for other in self.lines))
+        if key != self._line_angles_key:
+            self._line_angles_key = key
+            n_self = self.plane.normal()
+            for other, line in self.lines.items():
+                direction = np.cross(n_self, self.state.plane(other).normal())
+                du, dv = float(np.dot(direction, self.plane.u)), float(np.dot(direction, self.plane.v))
+                line.angle = float(np.degrees(np.arctan2(dv, du)))
+        moved = any(line.pos != centre for line in self.lines.values())
+        for line in self.lines.values():
+            line.pos = centre
+        if moved:
+            self.graphics.scene().update()  # queued like the items' own updates: merged into one repaint
+
+    def _paint_crosshair(self, painter: QPainter, width: int, height: int) -> None:
+        """Paint the crosshair lines (device coordinates) across the whole viewport."""
+        if self.plane is None or self.state.volume is None:
+            return
+        to_device = self.view_box.mapViewToDevice
+        reach = float(width + height)
+        for line in self.lines.values():
+            a = np.radians(line.angle)
+            p0 = to_device(line.pos)
+            p1 = to_device(line.pos + QPointF(float(np.cos(a)), float(np.sin(a))))
+            if p0 is None or p1 is None:
+                continue
+            dx, dy = p1.x() - p0.x(), p1.y() - p0.y()
+            norm = float(np.hypot(dx, dy))
+            if norm == 0:
+                continue
+            dx, dy = dx / norm * reach, dy / norm * reach
+            painter.setPen(line.pen)
+            painter.drawLine(QLineF(p0.x() - dx, p0.y() - dy, p0.x() + dx, p0.y() + dy))
 
     def _draw_labels(self) -> None:
         labels = self.state.labels
-        if labels is None or self.plane is None or self.state.volume is None:
-            self.label_image.clear()
+        if labels is None or self.plane is None or self.state.volume is None or self.image_data is None:
+            self.image.set_labels(None)
             return
         lab = reslice(labels.array, labels.geometry, self.plane, order=0, fill=0)
         lab = np.rint(lab).astype(np.int32) if lab.dtype.kind == "f" else lab.astype(np.int32)
@@ -310,29 +347,15 @@ class SliceView(QWidget):
             edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
             lab = np.where(edge, lab, 0)
             lut[1:, 3] = np.where(lut[1:, 3] > 0, 255, 0)
-        if not lab.any():  # most slices hold no label: nothing to draw (one image less per repaint)
-            self.label_image.setVisible(False)
+        if not lut[:, 3].any() or not lab.any():  # nothing to draw here: one blit less per repaint
+            self.image.set_labels(None)
             return
-        self.label_image.setVisible(True)
-        if n <= 256:  # an index image with a colour table: pyqtgraph's fast lookup path
-            shown, table = lab.astype(np.uint8), np.vstack([lut, np.zeros((256 - n, 4), np.uint8)])
-            self.label_image.setImage(shown, autoLevels=False, levels=[0, 255], lut=table)
-        else:
-            shown = lut[np.clip(lab, 0, n - 1)]
-            self.label_image.setImage(shown, autoLevels=False, levels=[0, 255], lut=None)
-        su, sv = self.plane.spacing
-        rect = QRectF(0, 0, shown.shape[1] * su, shown.shape[0] * sv)
-        if rect != self._label_rect:
-            self.label_image.setRect(rect)
-            self._label_rect = rect
+        index = lab.astype(np.uint8) if n <= 256 else np.clip(lab, 0, n - 1)
+        self.image.set_labels(index, lut, premultiplied_argb32(lut)[index])
 
     def shown_labels(self) -> np.ndarray | None:
         """The label overlay as drawn (RGBA per pixel), or None when nothing is drawn."""
-        item = self.label_image
-        if not item.isVisible() or item.image is None:
-            return None
-        lut = item.lut if not callable(item.lut) else None
-        return lut[item.image] if lut is not None and item.image.ndim == 2 else item.image
+        return self.image.displayed_labels()
 
     def _visible_here(self, m: Measurement) -> bool:
         assert self.plane is not None
@@ -386,12 +409,20 @@ class SliceView(QWidget):
             return
         md = volume.metadata
         w = self.state.window
+        (x0, x1), _ = self.view_box.viewRange()
+        view_px = max(self.view_box.width(), 1.0)
+        # everything the annotations depend on: most crosshair moves change none of it in this view
+        key = (id(volume), self.plane, w.center, w.width, self.state.hide_phi, self.state.slab_mm,
+               self.state.slab_mode, self.state.is_oblique, x0, x1, view_px)
+        if key == self._overlay_key:
+            return
+        self._overlay_key = key
         top_left = []
         if not self.state.hide_phi:
             top_left += [md.patient_name.replace("^", " ") or "(no name)", f"ID {md.patient_id or '-'}",
                          f"{_format_date(md.study_date)}"]
         top_left += [f"{md.modality} {md.series_description}".strip()]
-        position = float(np.dot(self.state.cursor, self.plane.normal()))
+        position = float(np.dot(self.plane.origin, self.plane.normal()))  # the slice shown, not the cursor
         k = self.slice_index()
         slice_text = self.view.capitalize()
         if k is not None:
@@ -399,8 +430,6 @@ class SliceView(QWidget):
         if self.state.slab_mm > 0:
             slice_text += f"  {self.state.slab_mode.upper()} {self.state.slab_mm:g} mm"
         bottom_left = [slice_text, f"pos {position:.1f} mm"]
-        (x0, x1), _ = self.view_box.viewRange()
-        view_px = max(self.view_box.width(), 1.0)
         mm_per_px = (x1 - x0) / view_px
         zoom = (self.plane.spacing[0] / mm_per_px) if mm_per_px > 0 else 1.0
         bottom_right = [f"W {w.width:.0f} L {w.center:.0f}" if not volume.is_color else "RGB",
@@ -414,7 +443,7 @@ class SliceView(QWidget):
         o = self.overlay
         if (corners, letters, bar_mm, round(bar_px)) != (o.corners, o.letters, o.bar_mm, round(o.bar_px)):
             o.corners, o.letters, o.bar_mm, o.bar_px = corners, letters, bar_mm, bar_px
-            self.view_box.update()  # through the scene: one repaint together with the image
+            self.graphics.scene().update()  # merged with the image's update: one repaint
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
