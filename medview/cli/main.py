@@ -17,7 +17,7 @@ from medview import __version__
 from medview.core.errors import MedviewError
 from medview.core.tasks import TaskContext
 
-VERBS = ("info", "convert", "view")
+VERBS = ("info", "convert", "view", "render", "mesh", "drr")
 
 
 def _progress_printer() -> TaskContext | None:
@@ -52,6 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("input")
     convert.add_argument("output", help="output file; the extension picks the format")
     convert.add_argument("--series", help="series UID (as `medview info` lists it) when the input has several")
+
+    render = sub.add_parser("render", help="volume-render a study offscreen to a PNG")
+    render.add_argument("input", help="CT/MR volume: DICOM folder, NIfTI, NRRD, MHA")
+    render.add_argument("output", help="PNG to write")
+    render.add_argument("--preset", help="transfer function: ct-bone, ct-soft-tissue, ct-lung, ct-angio, "
+                        "mr-default, mip, minip (default: the modality's)")
+    render.add_argument("--labels", help="label map on the same grid: its surfaces are drawn in their colours")
+    render.add_argument("--size", default="800x800", help="WIDTHxHEIGHT in pixels (default 800x800)")
+    render.add_argument("--view", default="anterior",
+                        help="camera: anterior, posterior, left, right, superior, inferior")
+    shading = render.add_mutually_exclusive_group()
+    shading.add_argument("--shading", dest="shading", action="store_true", default=None, help="lighting on")
+    shading.add_argument("--no-shading", dest="shading", action="store_false", help="lighting off")
+
+    mesh = sub.add_parser("mesh", help="surface mesh of a label map to STL/OBJ/PLY")
+    mesh.add_argument("labels", help="label map: NIfTI, NRRD, MHA, DICOM")
+    mesh.add_argument("output", help=".stl, .obj or .ply; several labels give OUT-<value>-<name>.<ext>")
+    mesh.add_argument("--label", type=int, action="append", help="label value (repeatable; default: all)")
+    mesh.add_argument("--convention", default="LPS", choices=["LPS", "RAS"],
+                      help="coordinates written (DICOM LPS by default; RAS for tools that expect it)")
+    mesh.add_argument("--smoothing", type=int, default=None, help="windowed-sinc iterations (default 20)")
+
+    drr_verb = sub.add_parser("drr", help="virtual radiograph (ray sum) of a CT")
+    drr_verb.add_argument("input", help="CT volume")
+    drr_verb.add_argument("output", help="PNG, or .nii.gz/.nrrd/.mha to keep the values and detector geometry")
+    drr_verb.add_argument("--view", default="ap", choices=["ap", "lateral"])
 
     view = sub.add_parser("view", help="open files or folders in the workstation")
     view.add_argument("paths", nargs="*")
@@ -114,6 +140,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{v.array.dtype}, spacing {tuple(round(s, 4) for s in v.geometry.spacing)} mm")
             for w in v.warnings:
                 print(f"warning: {w}", file=sys.stderr)
+        elif args.verb == "render":
+            from medview.app.rendering import parse_size, render_snapshot
+
+            result = render_snapshot(args.input, args.output, preset=args.preset, labels_path=args.labels,
+                                     size=parse_size(args.size), view=args.view, shading=args.shading,
+                                     task=_progress_printer())
+            extra = f", surfaces of label(s) {', '.join(map(str, result.surfaces))}" if result.surfaces else ""
+            print(f"wrote {result.output}: {result.size[0]}x{result.size[1]}, preset {result.preset}{extra}")
+        elif args.verb == "mesh":
+            from medview.app.rendering import export_meshes_from_file
+
+            meshes = export_meshes_from_file(args.labels, args.output, values=args.label,
+                                             convention=args.convention, smoothing_iterations=args.smoothing,
+                                             task=_progress_printer())
+            for out, (value, p) in zip(meshes.outputs, meshes.properties.items(), strict=True):
+                print(f"wrote {out}: label {value}, {p['n_triangles']} triangles, area {p['area_mm2']:.1f} mm^2, "
+                      f"volume {p['volume_mm3'] / 1000:.2f} mL, {args.convention} mm")
+        elif args.verb == "drr":
+            from medview.app.rendering import virtual_radiograph
+
+            result = virtual_radiograph(args.input, args.output, view=args.view, task=_progress_printer())
+            g = result.image.geometry
+            print(f"wrote {result.output}: {args.view} radiograph, {g.size_xyz[0]}x{g.size_xyz[1]} pixels of "
+                  f"{g.spacing[0]:g} x {g.spacing[1]:g} mm")
         else:
             return _run_gui(args.paths, args.series, args.screenshot)
     except MedviewError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -47,5 +48,45 @@ def write_image(image: Volume | LabelMap, path: str | os.PathLike[str], compress
     try:
         sitk.WriteImage(sitk_image, path, useCompression=compress and not path.lower().endswith(".nii"))
     except RuntimeError as exc:
+        raise WriteError(f"Could not write {path}: {str(exc).strip().splitlines()[-1]}") from None
+    return path
+
+
+PICTURE_EXTENSIONS = (".png",)
+
+
+def check_picture_path(path: str) -> None:
+    """Raise a clear error unless ``path`` is a ``.png`` in an existing, writable folder."""
+    if not path.lower().endswith(PICTURE_EXTENSIONS):
+        raise UnsupportedFormatError(f"Cannot write {os.path.basename(path)}: pictures are written as .png")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise WriteError(f"The output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise WriteError(f"The output folder {parent} is not writable")
+
+
+def write_picture(pixels: np.ndarray, path: str | os.PathLike[str]) -> str:
+    """Write 8-bit grey ``(h, w)`` or colour ``(h, w, 3|4)`` pixels (top row first) as a PNG.
+
+    Written to a temporary name in the same folder and moved into place, so a failed write never
+    leaves a truncated picture behind.
+    """
+    path = os.fspath(path)
+    check_picture_path(path)
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
+        raise ValueError(f"write_picture needs uint8 (h, w) or (h, w, 3|4) pixels, got {pixels.dtype} {pixels.shape}")
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(pixels), isVector=pixels.ndim == 3)
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.partial.png")
+    try:
+        sitk.WriteImage(image, tmp)
+        os.replace(tmp, path)
+    except (RuntimeError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
         raise WriteError(f"Could not write {path}: {str(exc).strip().splitlines()[-1]}") from None
     return path
