@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("paths", nargs="*")
     view.add_argument("--series", help="series UID to open first")
     view.add_argument("--screenshot", metavar="PNG", help="render offscreen, save a PNG and exit")
+    view.add_argument("--layout", choices=["1x1", "1x3", "2x2", "3d"], help="start in this layout")
     return parser
 
 
@@ -110,13 +111,13 @@ def _print_info(result: dict, as_json: bool) -> None:
             print(f"    {item['file']}: {item['reason']}")
 
 
-def _run_gui(paths: Sequence[str], series: str | None, screenshot: str | None) -> int:
+def _run_gui(paths: Sequence[str], series: str | None, screenshot: str | None, layout: str | None = None) -> int:
     try:
         from medview.qt.app import run_gui
     except ImportError as exc:  # Qt libraries missing on a server
         raise MedviewError(f"The workstation cannot start: {exc}. `medview info` and `convert` work "
                            "without a display") from None
-    return run_gui(list(paths), series=series, screenshot=screenshot)
+    return run_gui(list(paths), series=series, screenshot=screenshot, layout=layout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {result.output}: {args.view} radiograph, {g.size_xyz[0]}x{g.size_xyz[1]} pixels of "
                   f"{g.spacing[0]:g} x {g.spacing[1]:g} mm")
         else:
-            return _run_gui(args.paths, args.series, args.screenshot)
+            return _run_gui(args.paths, args.series, args.screenshot, args.layout)
     except MedviewError as exc:
         print(f"medview: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -53,17 +53,20 @@ def configure() -> QApplication:
     return app  # type: ignore[return-value]
 
 
-def run_gui(paths: list[str], series: str | None = None, screenshot: str | None = None) -> int:
+def run_gui(paths: list[str], series: str | None = None, screenshot: str | None = None,
+            layout: str | None = None) -> int:
     """Start the workstation on ``paths`` (default: the bundled chest CT).  Returns the exit code."""
     app = configure()
     window = MainWindow()
     window.show()
+    if layout:
+        window.set_layout(layout)
     target = paths[0] if paths else str(sample_path("chest_ct"))
     status = {"code": 0}
     if screenshot:
         def save(_volume=None) -> None:
             app.processEvents()
-            window.grab().save(screenshot)
+            window.grab_with_3d().save(screenshot)
             print(f"medview: saved {screenshot}")
             app.quit()
 

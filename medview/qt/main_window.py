@@ -49,8 +49,8 @@ MAX_RECENT = 10
 SHORTCUTS = [
     ("Wheel, Up/Down, PageUp/PageDown", "scroll slices"), ("Ctrl+wheel", "zoom"), ("Middle drag", "pan"),
     ("Right drag", "window/level"), ("Double-click", "reset zoom"), ("Home", "reset zoom in all views"),
-    ("Ctrl+1 / Ctrl+3 / Ctrl+4", "layout 1x1 / 1x3 / 2x2"), ("C D A R E F", "tool: crosshair, distance, angle, "
-                                                             "rectangle, ellipse, freehand"),
+    ("Ctrl+1 / Ctrl+3 / Ctrl+4 / Ctrl+5", "layout 1x1 / 1x3 / 2x2 / 3D"),
+    ("C D A R E F", "tool: crosshair, distance, angle, rectangle, ellipse, freehand"),
     ("1-8", "CT presets (brain, subdural, stroke, lung, mediastinum, abdomen, liver, bone)"),
     ("0", "automatic window (1-99 %)"), ("I", "invert"), ("P", "hide/show patient identifiers"),
     ("[ and ]", "rotate the crosshair (oblique MPR)"), ("O", "back to orthogonal planes"),
@@ -166,12 +166,14 @@ class MainWindow(QMainWindow):
 
         layouts = QActionGroup(self)
         self.layout_actions = {}
-        for name, key in zip(LAYOUTS, ("Ctrl+1", "Ctrl+3", "Ctrl+4"), strict=True):
-            a = self._action(name, lambda checked, n=name: checked and self.set_layout(n), key, True,
-                             view_menu, tb)
+        for name, key in zip(LAYOUTS, ("Ctrl+1", "Ctrl+3", "Ctrl+4", "Ctrl+5"), strict=True):
+            a = self._action(name.upper() if name == "3d" else name,
+                             lambda checked, n=name: checked and self.set_layout(n), key, True, view_menu, tb)
             layouts.addAction(a)
             self.layout_actions[name] = a
         self.layout_actions["1x3"].setChecked(True)
+        self._action("Close the 3D panel", self.grid.close_3d, menu=view_menu)
+        self.grid.panel_3d_changed.connect(self._panel_3d_changed)
         tb.addSeparator()
 
         tools = QActionGroup(self)
@@ -235,8 +237,19 @@ class MainWindow(QMainWindow):
 
     # -- user actions ------------------------------------------------------------------------------
     def set_layout(self, name: str) -> None:
-        self.grid.set_layout(name)
+        try:
+            self.grid.set_layout(name)
+        except Exception as exc:  # no OpenGL at all: say so, keep reading slices
+            log.error("3D panel failed: %s", exc, exc_info=True)
+            QMessageBox.warning(self, "3D view", f"The 3D view cannot start on this machine: {exc}")
+            self.grid.close_3d()
+            name = "1x3"
+            self.grid.set_layout(name)
         self.layout_actions[name].setChecked(True)
+
+    def _panel_3d_changed(self, panel) -> None:
+        if panel is None and self.grid.layout_name in self.layout_actions:
+            self.layout_actions[self.grid.layout_name].setChecked(True)
 
     def set_tool(self, tool: str) -> None:
         for view in self.grid.views.values():
@@ -282,11 +295,20 @@ class MainWindow(QMainWindow):
             if not path:
                 return None
         widget = self.grid.views[self.grid.active] if what == "view" else self.grid
-        if not widget.grab().save(path, "PNG"):
+        if not self.grab_with_3d(widget).save(path, "PNG"):
             QMessageBox.warning(self, "Snapshot", f"Could not write {path}")
             return None
         self.statusBar().showMessage(f"Saved {path}", 5000)
         return path
+
+    def grab_with_3d(self, widget=None):
+        """``widget.grab()`` with the 3D panel's picture painted in (a grab of a GL widget is black)."""
+        widget = widget or self
+        pixmap = widget.grab()
+        view = self.grid.view_3d
+        if view is not None and view.isVisible() and (widget is view or widget.isAncestorOf(view)):
+            view.paint_capture(pixmap, widget)
+        return pixmap
 
     def show_shortcuts(self) -> None:
         text = "\n".join(f"{k:34s} {v}" for k, v in SHORTCUTS)
@@ -490,6 +512,7 @@ class MainWindow(QMainWindow):
         self._cancel_running()
         self.browser.shutdown()
         self.histogram.cancel()
+        self.grid.shutdown()
         self.cine.stop()
         self.memory_timer.stop()
         super().closeEvent(event)

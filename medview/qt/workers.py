@@ -7,8 +7,10 @@ The job never touches a widget.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -71,3 +73,24 @@ def start(worker: Worker) -> Worker:
 def wait_for_all(timeout_ms: int = 10_000) -> bool:
     """Block until running workers end (used when the application quits)."""
     return QThreadPool.globalInstance().waitForDone(timeout_ms)
+
+
+_orphans: list[Worker] = []
+
+
+def release_when_done(worker: Worker) -> None:
+    """Forget the GUI's interest in ``worker`` (its panel is closing) without freeing it while it runs.
+
+    Its result slots are disconnected, so closures over the closing panel are dropped; the worker object
+    itself is kept here until it has finished, because the thread pool still holds its C++ side.
+    """
+    signals = worker.signals
+    with warnings.catch_warnings():  # PySide warns when a signal had no slot: nothing to drop then
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for signal in (signals.finished, signals.failed, signals.cancelled, signals.progress, signals.partial):
+            with contextlib.suppress(RuntimeError, TypeError):
+                signal.disconnect()
+    if not worker.done:
+        worker.cancel()
+        _orphans.append(worker)
+    _orphans[:] = [w for w in _orphans if not w.done]

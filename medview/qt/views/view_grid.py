@@ -1,24 +1,31 @@
-"""The layout grid: 1x1 (the active view), 1x3 (axial, coronal, sagittal) or 2x2 (three MPR + 3D slot)."""
+"""The layout grid: 1x1 (the active view), 1x3 (axial, coronal, sagittal), 2x2 (three MPR + 3D) or 3D alone.
+
+The 3D panel is made when a layout first needs it (importing VTK and creating a GL context take about a
+second, which a user who only reads slices never pays) and lives until :meth:`ViewGrid.close_3d`.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
+from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 
 from medview.app.viewer import VIEWS, ViewerState
 from medview.qt.views.slice_view import SliceView
 
-LAYOUTS = ("1x1", "1x3", "2x2")
+LAYOUTS = ("1x1", "1x3", "2x2", "3d")
 
 
 class ViewGrid(QWidget):
     active_changed = Signal(str)
+    panel_3d_changed = Signal(object)  # the VolumeView3D made, or None once closed
 
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.state = state
         self.setStyleSheet("background: #111;")
         self.views = {v: SliceView(state, v) for v in VIEWS}
-        self.slot_3d: QWidget = QLabel("3D view\n(volume rendering arrives with the 3D panel)")
+        self.view_3d = None  # VolumeView3D once made
+        self.slot_3d: QWidget = QLabel("Preparing the 3D view…")
         self.slot_3d.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.slot_3d.setStyleSheet("color: #777; background: #000;")
         self.grid = QGridLayout(self)
@@ -38,23 +45,61 @@ class ViewGrid(QWidget):
             self.set_layout("1x1")
         self.active_changed.emit(view)
 
+    def ensure_3d(self):
+        """The 3D panel, made on first use (it replaces the placeholder slot)."""
+        if self.view_3d is None:
+            from medview.qt.views.volume_view import VolumeView3D
+
+            QApplication.processEvents()  # show "Preparing the 3D view…" while VTK loads
+            self.view_3d = VolumeView3D(self.state)
+            self.panel_3d_changed.emit(self.view_3d)
+        return self.view_3d
+
+    def close_3d(self) -> None:
+        """Close the 3D panel: its render window is finalised and every VTK reference dropped."""
+        if self.view_3d is None:
+            return
+        view, self.view_3d = self.view_3d, None
+        self.grid.removeWidget(view)
+        view.shutdown()
+        view.hide()
+        view.setParent(None)
+        view.deleteLater()
+        self.panel_3d_changed.emit(None)
+        if self.layout_name in ("2x2", "3d"):
+            self.set_layout("1x3")
+
     def set_layout(self, name: str) -> None:
         if name not in LAYOUTS:
             raise ValueError(name)
         self.layout_name = name
-        for w in [*self.views.values(), self.slot_3d]:
+        widgets = [*self.views.values(), self.slot_3d] + ([self.view_3d] if self.view_3d is not None else [])
+        for w in widgets:
             self.grid.removeWidget(w)
             w.hide()
+        if name in ("2x2", "3d") and self.view_3d is None:
+            self.grid.addWidget(self.slot_3d, 0, 0)
+            self.slot_3d.show()
+            self.ensure_3d()
+            self.grid.removeWidget(self.slot_3d)
+            self.slot_3d.hide()
         if name == "1x1":
             placed = [(self.views[self.active], 0, 0)]
         elif name == "1x3":
             placed = [(self.views[v], 0, i) for i, v in enumerate(VIEWS)]
+        elif name == "3d":
+            placed = [(self.view_3d, 0, 0)]
         else:
             placed = [(self.views["axial"], 0, 0), (self.views["coronal"], 0, 1),
-                      (self.views["sagittal"], 1, 0), (self.slot_3d, 1, 1)]
+                      (self.views["sagittal"], 1, 0), (self.view_3d, 1, 1)]
         for widget, r, c in placed:
             self.grid.addWidget(widget, r, c)
             widget.show()
         for i in range(3):
             self.grid.setColumnStretch(i, 1 if any(c == i for _, _, c in placed) else 0)
             self.grid.setRowStretch(i, 1 if any(r == i for _, r, _ in placed) else 0)
+        if self.view_3d is not None and self.view_3d.isVisible():
+            self.view_3d.request_render()
+
+    def shutdown(self) -> None:
+        self.close_3d()

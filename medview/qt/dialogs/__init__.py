@@ -1,0 +1,1 @@
+"""Separate windows and dialogs of the workstation (radiograph viewer, ...)."""

@@ -1,0 +1,521 @@
+"""The 3D panel: a thin Qt shell around :class:`medview.render.volume_scene.VolumeScene`.
+
+The widget holds a ``QVTKRenderWindowInteractor`` as a member (never subclassed), gives its render
+window to the scene, and mirrors the GUI-free ViewerState: the volume, the crosshair (MPR planes),
+the planes' rotations, the window (plane W/L) and the labels (surfaces).  Everything VTK happens on
+the GUI thread except surface extraction, which runs as a private VTK filter pipeline in a worker and
+hands back a finished ``vtkPolyData`` (no render object is touched off the GUI thread).
+
+Rendering on software OpenGL is slow at full quality, so renders are coalesced: the camera moving, the
+crosshair moving in a 2D view or the mouse wheel switch the scene to its level of detail; full quality
+follows once things have been still for ``SETTLE_MS``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from PySide6.QtCore import QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+import medview.render  # noqa: F401  (chooses the offscreen GL backend before any window exists)
+from medview.app.viewer import ViewerState
+from medview.core.errors import MedviewError
+from medview.qt.workers import Worker, release_when_done, start
+
+SETTLE_MS = 300  # still this long after the last change: render at full quality
+COALESCE_MS = 40  # changes closer than this share one render
+CLIP_CHOICES = ("No clipping", "Box around crosshair", "Cut at coronal plane", "Cut at axial plane",
+                "Cut at sagittal plane")
+CAMERA_BUTTONS = (("A", "anterior"), ("P", "posterior"), ("L", "left"), ("R", "right"), ("S", "superior"),
+                  ("I", "inferior"))
+
+
+def _vtk_qt_widget():
+    import vtkmodules.qt
+
+    vtkmodules.qt.PyQtImpl = "PySide6"
+    from vtkmodules.qt.QVTKRenderWindowInteractor import QVTKRenderWindowInteractor
+
+    return QVTKRenderWindowInteractor
+
+
+class VolumeView3D(QWidget):
+    """Volume rendering, MPR planes, label and bone surfaces, clipping, picking, radiographs."""
+
+    picked = Signal(object)  # world LPS point set as the crosshair
+    rendered = Signal(str)  # "lod" or "full", after each render
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from vtkmodules.vtkInteractionStyle import vtkInteractorStyleTrackballCamera
+
+        from medview.render.presets import get_preset, list_presets
+        from medview.render.volume_scene import VolumeScene
+
+        self.state = state
+        self.vtk_widget = _vtk_qt_widget()(self)
+        self.render_window = self.vtk_widget.GetRenderWindow()
+        self.scene = VolumeScene(render_window=self.render_window)
+        self.interactor = self.render_window.GetInteractor()
+        self.style = vtkInteractorStyleTrackballCamera()
+        self.interactor.SetInteractorStyle(self.style)
+        self._observers = [
+            (self.style, self.style.AddObserver("StartInteractionEvent", self._start_interaction)),
+            (self.style, self.style.AddObserver("EndInteractionEvent", self._end_interaction)),
+            (self.interactor, self.interactor.AddObserver("MouseWheelForwardEvent", self._wheel, 1.0)),
+            (self.interactor, self.interactor.AddObserver("MouseWheelBackwardEvent", self._wheel, 1.0)),
+            (self.interactor, self.interactor.AddObserver("LeftButtonPressEvent", self._left_press, 1.0)),
+            (self.interactor, self.interactor.AddObserver("LeftButtonReleaseEvent", self._left_release, 1.0)),
+        ]
+        self._press_at: tuple[int, int] | None = None
+        self._interacting = False
+        self._last_change = 0.0
+        self._volume_id: int | None = None
+        self._surface_workers: list[Worker] = []
+        self._jobs: list[Worker] = []
+        self._radiographs: list[QWidget] = []
+        self.closed = False
+
+        self.preset = QComboBox()
+        for key in list_presets():
+            self.preset.addItem(get_preset(key).name, key)
+        self.preset.setToolTip("Transfer-function preset")
+        self.preset.activated.connect(lambda _i: self.set_preset(self.preset.currentData()))
+        self.shading = QCheckBox("Shading")
+        self.shading.toggled.connect(self._shading_toggled)
+        self.planes = QCheckBox("Planes")
+        self.planes.setChecked(True)
+        self.planes.toggled.connect(self._planes_toggled)
+        self.surfaces = QCheckBox("Label surfaces")
+        self.surfaces.setChecked(True)
+        self.surfaces.toggled.connect(lambda _on: self._labels_changed())
+        self.bone = QCheckBox("Isosurface")
+        self.bone.setToolTip("Threshold surface at the given value (HU for CT), e.g. bone at 300 HU")
+        self.bone_level = QSpinBox()
+        self.bone_level.setRange(-3000, 30000)
+        self.bone_level.setValue(300)
+        self.bone_level.setSuffix(" HU")
+        self.bone.toggled.connect(lambda _on: self._isosurface_changed())
+        self.bone_level.editingFinished.connect(self._isosurface_changed)
+        self.clip = QComboBox()
+        self.clip.addItems(CLIP_CHOICES)
+        self.clip.setToolTip("Clip the volume: a box around the crosshair, or a cut through it")
+        self.clip.activated.connect(lambda _i: self._update_clipping())
+        self.clip_size = QSpinBox()
+        self.clip_size.setRange(5, 1000)
+        self.clip_size.setValue(60)
+        self.clip_size.setPrefix("±")
+        self.clip_size.setSuffix(" mm")
+        self.clip_size.valueChanged.connect(lambda _v: self._update_clipping())
+        self.tf_button = QPushButton("Transfer function…")
+        self.tf_button.setCheckable(True)
+        self.tf_button.toggled.connect(self._toggle_editor)
+        export = QPushButton("Export surfaces…")
+        export.setToolTip("Write the label surfaces as STL, OBJ or PLY (LPS coordinates)")
+        export.clicked.connect(lambda: self.export_surfaces())
+        drr_ap = QPushButton("Radiograph AP")
+        drr_ap.clicked.connect(lambda: self.show_radiograph("ap"))
+        drr_lat = QPushButton("Radiograph lateral")
+        drr_lat.clicked.connect(lambda: self.show_radiograph("lateral"))
+
+        # tool bars fold what does not fit into their overflow menu, so the panel can be as narrow as a 2D view
+        top = QToolBar()
+        top.setIconSize(QSize(12, 12))
+        for w in (self.preset, self.shading, self.planes, self.surfaces, self.bone, self.bone_level):
+            top.addWidget(w)
+        top.addSeparator()
+        for text, view in CAMERA_BUTTONS:
+            action = top.addAction(text)
+            action.setToolTip(f"View from {view}")
+            action.triggered.connect(lambda _c=False, v=view: self.reset_camera(v))
+        second = QToolBar()
+        for w in (self.clip, self.clip_size, self.tf_button, export, drr_ap, drr_lat):
+            second.addWidget(w)
+        self.info = QLabel("")
+        self.info.setStyleSheet("color: #aaa;")
+        second.addWidget(self.info)
+        for bar in (top, second):
+            bar.setStyleSheet("QToolBar { background: #222; border: 0; spacing: 3px; } "
+                              "QCheckBox, QLabel, QToolButton { color: #ddd; }")
+        self.editor: QWidget | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(top)
+        layout.addWidget(second)
+        layout.addWidget(self.vtk_widget, 1)
+        self._editor_slot = layout
+
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.timeout.connect(self._render_now)
+        self._settle_timer = QTimer(self)
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.timeout.connect(self._settle)
+
+        self._subscriptions = [("volume", self._volume_changed), ("cursor", self._cursor_changed),
+                               ("window", self._window_changed), ("geometry_view", self._rotations_changed),
+                               ("labels", self._labels_changed)]
+        for event, handler in self._subscriptions:
+            state.subscribe(event, handler)
+        self.vtk_widget.Initialize()
+        self._volume_changed()
+
+    # -- state -> scene ---------------------------------------------------------------------------------
+    def _volume_changed(self) -> None:
+        volume = self.state.volume
+        if volume is None or self.state.loading or volume.is_color or min(volume.geometry.shape) < 2:
+            self.info.setText("" if volume is None or self.state.loading else "No 3D view of this image")
+            return
+        if id(volume) == self._volume_id:
+            return
+        self._volume_id = id(volume)
+        self.scene.set_volume(volume, progressive=True)
+        key = self.scene.preset.key if self.scene.preset is not None else None
+        if key is not None:
+            self.preset.setCurrentIndex(max(self.preset.findData(key), 0))
+        self.shading.blockSignals(True)
+        self.shading.setChecked(self.scene.shading)
+        self.shading.blockSignals(False)
+        self.scene.set_planes_visible(self.planes.isChecked())
+        self._window_changed(render=False)
+        self._rotations_changed(render=False)
+        self.scene.set_cursor(self.state.cursor)
+        self.scene.remove_actor("isosurface")
+        self._labels_changed()
+        self._isosurface_changed()
+        self._update_clipping(render=False)
+        self._refresh_editor()
+        self.request_render(interactive=True)
+
+    def _cursor_changed(self) -> None:
+        if self.scene.volume is None:
+            return
+        self.scene.set_cursor(self.state.cursor)
+        if self.clip.currentIndex() > 0:
+            self._update_clipping(render=False)
+        if self.planes.isChecked() or self.clip.currentIndex() > 0:
+            self.request_render(interactive=True)
+
+    def _window_changed(self, render: bool = True) -> None:
+        w = self.state.window
+        if self.scene.volume is None or not w.width > 0:
+            return
+        self.scene.set_plane_window(w.center, w.width)
+        if render and self.planes.isChecked():
+            self.request_render(interactive=True)
+
+    def _rotations_changed(self, render: bool = True) -> None:
+        if self.scene.volume is None:
+            return
+        self.scene.set_plane_frames(dict(self.state.rotations))
+        if render and self.planes.isChecked():
+            self.request_render(interactive=True)
+
+    def _labels_changed(self) -> None:
+        """Rebuild label surfaces in a worker (colour and visibility changes only restyle them)."""
+        for name in [n for n in self.scene.actors if n.startswith("label-")]:
+            self.scene.remove_actor(name)
+        labels = self.state.labels
+        for w in self._surface_workers:
+            w.cancel()
+        self._surface_workers = []
+        if labels is None or self.scene.volume is None or not self.surfaces.isChecked():
+            self.request_render()
+            return
+        from medview.render.surfaces import label_surfaces
+
+        values = [e.value for e in labels.labels if e.visible and labels.voxel_count(e.value) > 0]
+        if not values:
+            self.request_render()
+            return
+        worker = Worker(label_surfaces, labels, values)
+        worker.signals.finished.connect(lambda surfaces, lm=labels, w=worker: self._show_surfaces(lm, surfaces, w))
+        worker.signals.failed.connect(lambda message: self.info.setText(f"Surfaces: {message}"))
+        self._surface_workers.append(worker)
+        self.info.setText("Building surfaces…")
+        start(worker)
+
+    def _show_surfaces(self, labels, surfaces: dict, worker: Worker) -> None:
+        if self.closed or worker not in self._surface_workers or labels is not self.state.labels:
+            return
+        from medview.render.surfaces import label_actor
+
+        for value, surface in surfaces.items():
+            self.scene.add_actor(f"label-{value}", label_actor(surface, labels.label(value)))
+        self.info.setText(f"{len(surfaces)} surface(s)")
+        self.request_render()
+
+    def _isosurface_changed(self) -> None:
+        self.scene.remove_actor("isosurface")
+        volume = self.scene.volume
+        if volume is None or not self.bone.isChecked():
+            self.request_render()
+            return
+        from medview.render.surfaces import threshold_surface
+
+        # a coarse grid for big CTs: the surface is for orientation, meshes for export come from labels
+        step = max(1, round((volume.array.size / 8_000_000) ** (1 / 3)))
+        worker = Worker(threshold_surface, volume, float(self.bone_level.value()), subsample=step)
+        worker.signals.finished.connect(lambda surface, v=volume: self._show_isosurface(v, surface))
+        worker.signals.failed.connect(lambda message: self.info.setText(f"Isosurface: {message}"))
+        self._jobs.append(worker)
+        self.info.setText("Building isosurface…")
+        start(worker)
+
+    def _show_isosurface(self, volume, surface) -> None:
+        if self.closed or volume is not self.scene.volume or not self.bone.isChecked():
+            return
+        from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper
+
+        mapper = vtkPolyDataMapper()
+        mapper.SetInputData(surface)
+        mapper.ScalarVisibilityOff()
+        actor = vtkActor()
+        actor.SetMapper(mapper)
+        actor.GetProperty().SetColor(0.95, 0.92, 0.84)
+        self.scene.add_actor("isosurface", actor)
+        self.info.setText(f"Isosurface at {self.bone_level.value()} ({surface.GetNumberOfCells()} triangles)")
+        self.request_render()
+
+    def _update_clipping(self, render: bool = True) -> None:
+        if self.scene.volume is None:
+            return
+        choice = self.clip.currentIndex()
+        c = np.asarray(self.state.cursor, dtype=float)
+        self.scene.set_clip_box(None)
+        self.scene.set_clip_plane(None)
+        if choice == 1:
+            r = float(self.clip_size.value())
+            self.scene.set_clip_box([c[0] - r, c[0] + r, c[1] - r, c[1] + r, c[2] - r, c[2] + r])
+        elif choice >= 2:
+            name = ("coronal", "axial", "sagittal")[choice - 2]
+            self.scene.set_clip_plane(c, self.scene.plane_normal(name))  # keeps the side the normal points to
+        if render:
+            self.request_render()
+
+    # -- controls -----------------------------------------------------------------------------------------
+    def set_preset(self, key: str) -> None:
+        try:
+            self.scene.set_preset(key)
+        except MedviewError as exc:
+            QMessageBox.warning(self, "3D preset", str(exc))
+            return
+        self.shading.blockSignals(True)
+        self.shading.setChecked(self.scene.shading)
+        self.shading.blockSignals(False)
+        self._refresh_editor()
+        self.request_render()
+
+    def _shading_toggled(self, on: bool) -> None:
+        if self.scene.volume is not None:
+            self.scene.set_shading(on)
+            self.request_render()
+
+    def _planes_toggled(self, on: bool) -> None:
+        self.scene.set_planes_visible(on)
+        self.request_render()
+
+    def reset_camera(self, view: str = "anterior") -> None:
+        if self.scene.volume is not None:
+            self.scene.reset_camera(view)
+            self.request_render()
+
+    def _toggle_editor(self, on: bool) -> None:
+        if on and self.editor is None:
+            from medview.qt.panels.transfer_function import TransferFunctionEditor
+
+            self.editor = TransferFunctionEditor()
+            self.editor.points_changed.connect(self._points_edited)
+            self._editor_slot.addWidget(self.editor)
+            self._refresh_editor(histogram=True)
+        if self.editor is not None:
+            self.editor.setVisible(on)
+
+    def _refresh_editor(self, histogram: bool = False) -> None:
+        if self.editor is None or self.scene.volume is None:
+            return
+        if histogram or getattr(self.editor, "_volume_id", None) != id(self.scene.volume):
+            from medview.algorithms.statistics import intensity_histogram
+
+            h = intensity_histogram(self.scene.volume.array)
+            self.editor.set_histogram(h.edges, h.counts)
+            self.editor._volume_id = id(self.scene.volume)
+        self.editor.set_points(self.scene.colour_points, self.scene.opacity_points)
+
+    def _points_edited(self, colour_points, opacity_points) -> None:
+        try:
+            self.scene.set_transfer_function(colour_points, opacity_points)
+        except MedviewError as exc:
+            self.info.setText(str(exc))
+            return
+        self.request_render(interactive=True)
+
+    # -- rendering ----------------------------------------------------------------------------------------
+    def request_render(self, interactive: bool = False) -> None:
+        """Render soon (coalesced); ``interactive`` renders the level of detail first, full quality later."""
+        if self.closed:
+            return
+        if interactive:
+            self._last_change = time.perf_counter()
+            if not self.scene.interacting:
+                self.scene.begin_interaction()
+            self._settle_timer.start(SETTLE_MS)
+        if not self._render_timer.isActive():
+            self._render_timer.start(COALESCE_MS)
+
+    def _render_now(self) -> None:
+        if self.closed or not self.isVisible():
+            return
+        self.scene.render()
+        self.rendered.emit("lod" if self.scene.interacting else "full")
+
+    def _settle(self) -> None:
+        if self.closed or self._interacting:
+            return
+        if self.scene.interacting:
+            self.scene.end_interaction()
+        self.request_render()
+
+    def _start_interaction(self, *_args) -> None:
+        self._interacting = True
+        self._settle_timer.stop()
+        self.scene.begin_interaction()
+
+    def _end_interaction(self, *_args) -> None:
+        self._interacting = False
+        self._settle_timer.start(SETTLE_MS)
+
+    def _wheel(self, *_args) -> None:
+        self.scene.begin_interaction()
+        self._settle_timer.start(SETTLE_MS)
+
+    def _left_press(self, *_args) -> None:
+        self._press_at = self.interactor.GetEventPosition()
+
+    def _left_release(self, *_args) -> None:
+        pressed, self._press_at = self._press_at, None
+        at = self.interactor.GetEventPosition()
+        if pressed is None or abs(at[0] - pressed[0]) + abs(at[1] - pressed[1]) > 3:
+            return  # a rotation, not a click
+        self.pick_at(*at)
+
+    def pick_at(self, display_x: float, display_y: float) -> np.ndarray | None:
+        """Set the crosshair where the rendered volume is hit (VTK display coordinates, origin bottom left)."""
+        point = self.scene.pick(display_x, display_y)
+        if point is not None:
+            self.state.set_cursor(point)
+            self.picked.emit(point)
+        return point
+
+    def capture(self) -> QImage:
+        """The rendered picture (a grab of a VTK widget is black: read the render window instead)."""
+        pixels = np.ascontiguousarray(self.scene.snapshot())
+        h, w = pixels.shape[:2]
+        return QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+    def paint_capture(self, pixmap: QPixmap, origin_in_pixmap) -> None:
+        """Paint :meth:`capture` over the VTK widget's area of a grab of an ancestor widget."""
+        image = self.capture()
+        top_left = self.vtk_widget.mapTo(origin_in_pixmap, self.vtk_widget.rect().topLeft())
+        painter = QPainter(pixmap)
+        painter.drawImage(QRect(top_left, self.vtk_widget.size()), image, image.rect())
+        painter.end()
+
+    # -- exports ------------------------------------------------------------------------------------------
+    def export_surfaces(self, path: str | None = None) -> Worker | None:
+        """Write the label surfaces (every visible label) to STL/OBJ/PLY in a worker."""
+        labels = self.state.labels
+        if labels is None or not labels.present_values():
+            QMessageBox.information(self, "Export surfaces", "There is no label map with labels to export.")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export surfaces", "surface.stl",
+                                                  "Meshes (*.stl *.obj *.ply)")
+            if not path:
+                return None
+        from medview.app.rendering import export_label_meshes
+
+        values = [e.value for e in labels.labels if e.visible and labels.voxel_count(e.value) > 0] or None
+        worker = Worker(export_label_meshes, labels, path, values)
+        worker.signals.finished.connect(lambda r: self.info.setText(f"Wrote {', '.join(r.outputs)}"))
+        worker.signals.failed.connect(lambda message: QMessageBox.warning(self, "Export surfaces", message))
+        self._jobs.append(worker)
+        start(worker)
+        return worker
+
+    def show_radiograph(self, view: str) -> Worker | None:
+        """Compute an AP or lateral radiograph of the CT in a worker and open it in its own window."""
+        volume = self.state.volume
+        if volume is None or self.state.loading:
+            return None
+        if (volume.modality or "").upper() not in ("CT", ""):
+            QMessageBox.information(self, "Radiograph", f"A radiograph needs a CT; this image is {volume.modality}.")
+            return None
+        from medview.algorithms.drr import drr
+
+        worker = Worker(drr, volume, view)
+        worker.signals.finished.connect(lambda image, v=view: self._open_radiograph(image, v))
+        worker.signals.failed.connect(lambda message: QMessageBox.warning(self, "Radiograph", message))
+        self._jobs.append(worker)
+        self.info.setText("Computing radiograph…")
+        start(worker)
+        return worker
+
+    def _open_radiograph(self, image, view: str) -> None:
+        if self.closed:
+            return
+        from medview.qt.dialogs.radiograph import RadiographWindow
+
+        window = RadiographWindow(image, view)
+        window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        window.destroyed.connect(lambda *_: self._radiographs.remove(window) if window in self._radiographs
+                                 else None)
+        self._radiographs.append(window)
+        window.show()
+        self.info.setText(f"Radiograph {view.upper()}")
+
+    # -- lifetime -----------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop timers and jobs, release the scene and finalise the render window (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._render_timer.stop()
+        self._settle_timer.stop()
+        for event, handler in self._subscriptions:
+            self.state.unsubscribe(event, handler)
+        for w in [*self._surface_workers, *self._jobs]:
+            release_when_done(w)  # drops the result closures (they hold this panel)
+        self._surface_workers, self._jobs = [], []
+        for window in list(self._radiographs):
+            window.close()
+        for obj, tag in self._observers:
+            obj.RemoveObserver(tag)
+        self._observers = []
+        self.scene.close()
+        self.vtk_widget.Finalize()
+        # QVTKRenderWindowInteractor's own observers hold its methods: a cycle through C++ that Python's
+        # garbage collector cannot see, which would keep the render window alive for ever
+        for event in ("CreateTimerEvent", "DestroyTimerEvent"):
+            self.interactor.RemoveObservers(event)
+        self.render_window.RemoveObservers("CursorChangedEvent")
+        self.interactor = self.style = self.render_window = None
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,143 @@
+"""The 3D panel driven through the real window: layout, crosshair, picking, level of detail, surfaces,
+snapshots with the 3D picture, and 20 open/close cycles without VTK errors or leaked render windows."""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vtkmodules.vtkCommonCore import vtkCommand, vtkOutputWindow, vtkStringOutputWindow
+
+from medview.algorithms.reslice import slice_index_for
+from medview.qt.main_window import MainWindow
+from medview.qt.views.volume_view import SETTLE_MS, VolumeView3D
+
+
+@pytest.fixture
+def vtk_messages():
+    previous = vtkOutputWindow.GetInstance()
+    buffer = vtkStringOutputWindow()
+    vtkOutputWindow.SetInstance(buffer)
+    yield buffer
+    vtkOutputWindow.SetInstance(previous)
+    assert buffer.GetOutput() == "", f"VTK printed: {buffer.GetOutput()}"
+
+
+def _open(qtbot, window: MainWindow, path: Path):
+    with qtbot.waitSignal(window.load_finished, timeout=60_000) as blocker:
+        window.open_path(str(path))
+    return blocker.args[0]
+
+
+def _panel(qtbot, window: MainWindow) -> VolumeView3D:
+    window.set_layout("2x2")
+    panel = window.grid.view_3d
+    assert isinstance(panel, VolumeView3D) and panel.isVisible()
+    qtbot.waitUntil(lambda: panel.scene.volume is not None, timeout=10_000)
+    return panel
+
+
+def test_2x2_shows_the_volume_and_snapshots_include_it(qtbot, window: MainWindow, chest_ct_sample: Path,
+                                                        tmp_path: Path, vtk_messages) -> None:
+    _open(qtbot, window, chest_ct_sample)
+    panel = _panel(qtbot, window)
+    assert panel.scene.preset is not None and panel.scene.preset.key == "ct-bone"  # CT default
+    picture = panel.scene.snapshot()
+    lit = picture.max(axis=-1) > 40
+    assert 0.05 < lit.mean() < 0.9
+    # a layout snapshot holds the 3D picture (a plain grab of a GL widget would be black there)
+    path = window.snapshot("layout", str(tmp_path / "layout.png"))
+    from PySide6.QtGui import QImage
+
+    image = QImage(path)
+    area = panel.vtk_widget.geometry()
+    origin = panel.vtk_widget.mapTo(window.grid, area.topLeft() - area.topLeft())
+    pixels = [QImage.pixel(image, origin.x() + x, origin.y() + y)
+              for x in range(0, area.width(), 7) for y in range(0, area.height(), 7)]
+    bright = sum(1 for p in pixels if max((p >> 16) & 255, (p >> 8) & 255, p & 255) > 40)
+    assert bright > 0.05 * len(pixels)
+
+
+def test_crosshair_moves_the_planes_and_a_click_in_3d_moves_the_crosshair(qtbot, window: MainWindow,
+                                                                          chest_ct_sample: Path) -> None:
+    volume = _open(qtbot, window, chest_ct_sample)
+    panel = _panel(qtbot, window)
+    g = volume.geometry
+    target = g.index_to_world([100, 300, 30])
+    window.state.set_cursor(target)
+    np.testing.assert_allclose(panel.scene.cursor, window.state.cursor)
+    # click the middle of the rendered chest (anterior view): the crosshair goes to the surface hit
+    w, h = panel.render_window.GetSize()
+    before = window.state.cursor.copy()
+    point = panel.pick_at(w / 2, h / 2)
+    assert point is not None
+    np.testing.assert_allclose(window.state.cursor, point, atol=1e-6)
+    assert not np.allclose(before, point)
+    idx = g.world_to_index(point)
+    assert np.all(idx > -1) and np.all(idx < np.array(g.size_xyz))
+    # the 2D views follow: their slice indices are those of the picked point
+    expected = np.rint(idx).astype(int)
+    for name, axis in (("axial", 2), ("coronal", 1), ("sagittal", 0)):
+        view = window.grid.views[name]
+        assert slice_index_for(g, view.plane) == expected[axis]
+    # the picked point is on the anterior surface of the body: in front of the centre (LPS: smaller y)
+    centre = g.index_to_world((np.array(g.size_xyz) - 1) / 2)
+    assert point[1] < centre[1]
+
+
+def test_rotating_uses_the_level_of_detail_then_full_quality(qtbot, window: MainWindow, chest_ct_sample: Path
+                                                              ) -> None:
+    _open(qtbot, window, chest_ct_sample)
+    panel = _panel(qtbot, window)
+    qtbot.waitUntil(lambda: not panel.scene.interacting, timeout=5_000)
+    panel.style.InvokeEvent(vtkCommand.StartInteractionEvent)
+    assert panel.scene.interacting
+    with qtbot.waitSignal(panel.rendered, timeout=5_000) as lod:
+        panel.request_render()
+    assert lod.args == ["lod"]
+    panel.style.InvokeEvent(vtkCommand.EndInteractionEvent)
+    with qtbot.waitSignal(panel.rendered, timeout=SETTLE_MS + 5_000, check_params_cb=lambda q: q == "full"):
+        pass
+    assert not panel.scene.interacting
+
+
+def test_label_surface_is_added_where_the_label_is(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    from medview.render.surfaces import mesh_properties
+
+    _open(qtbot, window, chest_ct_sample)
+    qtbot.waitUntil(lambda: window.state.labels is not None, timeout=10_000)
+    panel = _panel(qtbot, window)
+    qtbot.waitUntil(lambda: "label-1" in panel.scene.actors, timeout=20_000)
+    labels = window.state.labels
+    surface = panel.scene.actors["label-1"].GetMapper().GetInput()
+    centroid = np.asarray(mesh_properties(surface)["centroid_lps"])
+    voxels = np.argwhere(labels.array == 1)[:, ::-1]
+    expected = labels.geometry.index_to_world(voxels.mean(axis=0))
+    assert np.linalg.norm(centroid - expected) < 1.0
+    window.state.set_label_visible(1, False)  # hiding the label removes its surface
+    assert "label-1" not in panel.scene.actors
+
+
+def test_closing_and_reopening_20_times_leaks_no_render_window(qtbot, window: MainWindow, chest_ct_sample: Path,
+                                                               vtk_messages) -> None:
+    _open(qtbot, window, chest_ct_sample)
+    created: list[str] = []
+    deleted: list[str] = []
+    for _ in range(20):
+        panel = _panel(qtbot, window)
+        panel.scene.render()
+        for obj in (panel.render_window, panel.scene.renderer, panel.interactor):
+            name = obj.GetClassName()
+            created.append(name)
+            obj.AddObserver(vtkCommand.DeleteEvent, lambda _o, _e, n=name: deleted.append(n))
+        del obj
+        window.grid.close_3d()
+        assert window.grid.view_3d is None and window.grid.layout_name == "1x3"
+        del panel
+        qtbot.wait(1)  # deleteLater
+        gc.collect()
+    assert sum(c.endswith("RenderWindow") for c in created) == 20
+    assert Counter(deleted) == Counter(created), f"still alive: {Counter(created) - Counter(deleted)}"
