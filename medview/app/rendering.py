@@ -156,11 +156,19 @@ class RadiographResult:
     image: Volume
 
 
-def radiograph_picture(image: Volume) -> np.ndarray:
-    """A DRR as an 8-bit picture with square pixels (the detector's pixels may be rectangular)."""
+def radiograph_picture(image: Volume, window: tuple[float, float] | None = None) -> np.ndarray:
+    """A DRR as an 8-bit picture with square pixels (the detector's pixels may be rectangular).
+
+    ``window`` ``(low, high)`` in the radiograph's values; default 0 (air) to its 99.9th percentile.
+    """
     data = image.array[0].astype(np.float32)
-    high = float(np.percentile(data, 99.9)) if data.size else 1.0
-    grey = window_to_uint8(data, 0.0, max(high, 1e-6))
+    if window is None:
+        high = float(np.percentile(data, 99.9)) if data.size else 1.0
+        window = (0.0, max(high, 1e-6))
+    low, high = float(window[0]), float(window[1])
+    if not high > low:
+        raise MedviewError(f"The window must have high > low, got {low:g} to {high:g}")
+    grey = window_to_uint8(data, low, high)
     su, sv = image.geometry.spacing[:2]
     if abs(su - sv) > 1e-6 * max(su, sv):
         from scipy import ndimage

@@ -237,7 +237,7 @@ class RadiographWindow(QWidget):
             return  # one save at a time; the button is disabled meanwhile
         self.save_button.setEnabled(False)
         self.status.setText(f"Saving {os.path.basename(path)}…")
-        self.worker = Worker(write_radiograph_png, self.image, path)
+        self.worker = Worker(write_radiograph_png, self.image, path, self.levels)
         self.worker.signals.finished.connect(self._saved)
         self.worker.signals.failed.connect(self._save_failed)
         self.worker.signals.cancelled.connect(lambda: self.save_button.setEnabled(True))
@@ -261,10 +261,11 @@ class RadiographWindow(QWidget):
         super().closeEvent(event)
 
 
-def write_radiograph_png(image: Volume, path: str, task: TaskContext | None = None) -> str:
-    """Worker job: the radiograph as an 8-bit PNG with square pixels (as ``medview radiograph`` writes it)."""
+def write_radiograph_png(image: Volume, path: str, levels: tuple[float, float] | None = None,
+                         task: TaskContext | None = None) -> str:
+    """Worker job: the radiograph as an 8-bit PNG with square pixels, in the window shown on screen."""
     check_cancel(task)
-    picture = radiograph_picture(image)
+    picture = radiograph_picture(image, levels)
     check_cancel(task)
     return write_picture(picture, path)
 
