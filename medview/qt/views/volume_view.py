@@ -98,7 +98,7 @@ class VolumeView3D(QWidget):
         self.shading = QCheckBox("Shading")
         self.shading.toggled.connect(self._shading_toggled)
         self.planes = QCheckBox("Planes")
-        self.planes.setChecked(True)
+        self.planes.setToolTip("Show the three MPR planes at the crosshair (they hide what lies behind them)")
         self.planes.toggled.connect(self._planes_toggled)
         self.surfaces = QCheckBox("Label surfaces")
         self.surfaces.setChecked(True)
@@ -150,7 +150,9 @@ class VolumeView3D(QWidget):
         second.addWidget(self.info)
         for bar in (top, second):
             bar.setStyleSheet("QToolBar { background: #222; border: 0; spacing: 3px; } "
-                              "QCheckBox, QLabel, QToolButton { color: #ddd; }")
+                              "QCheckBox, QLabel, QToolButton { color: #ddd; } "
+                              "QComboBox, QSpinBox, QPushButton { color: #eee; background: #3a3a3a; "
+                              "border: 1px solid #555; padding: 1px 4px; }")
         self.editor: QWidget | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -315,6 +317,7 @@ class VolumeView3D(QWidget):
         except MedviewError as exc:
             QMessageBox.warning(self, "3D preset", str(exc))
             return
+        self.preset.setCurrentIndex(max(self.preset.findData(key), 0))
         self.shading.blockSignals(True)
         self.shading.setChecked(self.scene.shading)
         self.shading.blockSignals(False)
@@ -340,6 +343,7 @@ class VolumeView3D(QWidget):
             from medview.qt.panels.transfer_function import TransferFunctionEditor
 
             self.editor = TransferFunctionEditor()
+            self.editor.setMaximumHeight(230)  # the rendering keeps most of the panel
             self.editor.points_changed.connect(self._points_edited)
             self._editor_slot.addWidget(self.editor)
             self._refresh_editor(histogram=True)
