@@ -12,13 +12,20 @@ from functools import lru_cache
 import numpy as np
 
 
-@lru_cache(maxsize=8)
-def _integer_lut(dtype_str: str, low: float, high: float) -> np.ndarray:
-    """Table indexed by the unsigned bit pattern of each value (so signed data needs no offset copy)."""
+@lru_cache(maxsize=4)
+def _integer_values(dtype_str: str) -> np.ndarray:
+    """Every value of an 8/16-bit integer type as float32, ordered by its unsigned bit pattern."""
     dtype = np.dtype(dtype_str)
     unsigned = np.arange(2 ** (8 * dtype.itemsize), dtype=np.uint32)
     values = unsigned.astype(f"u{dtype.itemsize}").view(dtype).astype(np.float32)
-    return _scale(values, low, high)
+    values.flags.writeable = False
+    return values
+
+
+@lru_cache(maxsize=8)
+def _integer_lut(dtype_str: str, low: float, high: float) -> np.ndarray:
+    """Table indexed by the unsigned bit pattern of each value (so signed data needs no offset copy)."""
+    return _scale(_integer_values(dtype_str), low, high)
 
 
 def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -43,8 +43,8 @@ SIZES = (512, 1024)
 SCENARIOS = {
     "crosshair": "crosshair drag: set_cursor + repaint() x3 + processEvents",
     "crosshair-loop": "crosshair drag: set_cursor + processEvents (no forced repaint)",
-    "crosshair-mouse": "crosshair drag: QTest mouse moves (left button)",
-    "window-mouse": "window/level drag: QTest mouse moves (right button)",
+    "crosshair-mouse": "crosshair drag: QTest mouse moves (left button) + processEvents",
+    "window-mouse": "window/level drag: QTest mouse moves (right button) + processEvents",
 }
 SLICE_CHECKS = {"crosshair": "slices_after_crosshair", "crosshair-loop": "slices_after_loop",
                 "crosshair-mouse": "slices_after_mouse"}
@@ -170,7 +170,7 @@ def render(rows: list[dict], drags: dict[int, dict], opens: dict[str, list[dict]
         "* frame: one move of the drag, timed from the input (``set_cursor`` or ``QTest.mouseMove``) until the "
         "three viewports are painted; input = the state change and the views' updates (reslice, window, "
         "labels, crosshair lines, annotations), paint = the rest (``repaint()`` x3 + ``processEvents()``, or "
-        "``processEvents()`` alone in the no-forced-repaint row).  Moves are paced "
+        "``processEvents()`` alone in the other rows, which is how the application paints).  Moves are paced "
         f"{env['pace_ms']:g} ms apart (a mouse at ~80 Hz; pyqtgraph drops moves closer than 10 ms) with the "
         f"event loop running in between; {env['warmup']} untimed warm-up moves first.  Crosshair path: the "
         "axial plane's diagonal, so the coronal and sagittal slices change on every move (mouse: 2 px steps, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QVBoxLayout, QWidget
 
 from medview.algorithms.statistics import Histogram, intensity_histogram
 from medview.app.viewer import ViewerState
@@ -22,6 +22,9 @@ class HistogramPanel(QWidget):
         self.plot.setMouseEnabled(x=False, y=False)
         self.curve = self.plot.plot(stepMode="center", fillLevel=0, brush=(120, 160, 220, 120),
                                     pen=pg.mkPen((120, 160, 220)))
+        # the curve changes with the volume, the region with every window/level drag: keep the curve's
+        # pixels so that a drag repaints a blit and the region, not the whole filled histogram
+        self.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.region = pg.LinearRegionItem(brush=(255, 220, 0, 40))
         self.region.sigRegionChanged.connect(self._region_moved)
         self.plot.addItem(self.region)
