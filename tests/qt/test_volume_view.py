@@ -141,3 +141,39 @@ def test_closing_and_reopening_20_times_leaks_no_render_window(qtbot, window: Ma
         gc.collect()
     assert sum(c.endswith("RenderWindow") for c in created) == 20
     assert Counter(deleted) == Counter(created), f"still alive: {Counter(created) - Counter(deleted)}"
+
+
+def test_20_windows_with_the_3d_panel_close_cleanly(qtbot, tmp_path: Path, vtk_messages) -> None:
+    """Whole windows opened on the 2x2 layout and closed: every render window and interactor is deleted."""
+    from PySide6.QtCore import QSettings
+
+    from medview.core.geometry import Geometry
+    from medview.core.volume import Volume, VolumeMetadata
+    from medview.qt.workers import wait_for_all
+
+    zz, yy, xx = np.mgrid[:24, :32, :32]
+    ball = ((xx - 16) ** 2 + (yy - 16) ** 2 + ((zz - 12) * 2) ** 2 < 100).astype(np.int16) * 1200 - 1000
+    volume = Volume(ball, Geometry(ball.shape, (1.0, 1.0, 2.0)), VolumeMetadata(modality="CT"))
+    created: list[str] = []
+    deleted: list[str] = []
+    for i in range(20):
+        w = MainWindow(settings=QSettings(str(tmp_path / f"s{i}.ini"), QSettings.Format.IniFormat))
+        w.resize(800, 600)
+        w.show()
+        w.state.set_volume(volume)
+        w.set_layout("2x2")
+        panel = w.grid.view_3d
+        panel.scene.render()
+        for obj in (panel.render_window, panel.interactor):
+            name = obj.GetClassName()
+            created.append(name)
+            obj.AddObserver(vtkCommand.DeleteEvent, lambda _o, _e, n=name: deleted.append(n))
+        del obj, panel
+        w.close()
+        wait_for_all()
+        w.deleteLater()
+        del w
+        qtbot.wait(1)
+        gc.collect()
+    assert sum(c.endswith("RenderWindow") for c in created) == 20
+    assert Counter(deleted) == Counter(created), f"still alive: {Counter(created) - Counter(deleted)}"
