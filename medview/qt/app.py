@@ -19,12 +19,8 @@ _warming: list[threading.Thread] = []
 
 
 def _warm_up() -> None:
-    """While the window opens: start the decode workers and import SimpleITK (NIfTI, labels).
-
-    Both cost 0.1-0.5 s; done lazily they landed inside the first load and stalled the event loop.
-    """
+    """While the window opens: start the decode workers (0.1-0.5 s; done lazily, inside the first load)."""
     parallel.warm_up()
-    import SimpleITK  # noqa: F401
 
 
 def configure() -> QApplication:
@@ -37,6 +33,11 @@ def configure() -> QApplication:
     sys.setswitchinterval(0.001)
     # Full garbage collections walk every object and ran 50-130 ms on the GUI thread; objects that
     # exist at start-up (modules, Qt wrappers) live for the whole session, so take them out of it.
+    # SimpleITK (NIfTI, NRRD, label maps) is imported here, before the event loop runs: loading its
+    # 100+ MB extension holds the GIL for 100-150 ms, which in a background thread froze the GUI in
+    # the middle of the first load (found with faulthandler's watchdog during the open benchmark)
+    import SimpleITK  # noqa: F401
+
     gc.collect()
     gc.freeze()
     # decode workers forked before Qt started (by a script or test that loaded images first) share
