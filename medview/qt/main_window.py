@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from medview.app.label_maps import open_label_map
+from medview.app.label_maps import label_map_warnings, open_label_map
 from medview.app.samples import sample_path
 from medview.app.viewer import COLORMAPS, SLAB_MODES, ViewerState, window_presets_file
 from medview.core.errors import MedviewError
@@ -416,6 +416,10 @@ class MainWindow(QMainWindow):
             self.state.set_labels(labels)
         except MedviewError as exc:
             self._on_failed(str(exc))
+            return
+        warnings = label_map_warnings(labels)
+        if warnings:  # e.g. resampled from another grid: the user must know
+            self.statusBar().showMessage("Labels: " + " | ".join(warnings), 20000)
 
     def _run(self, worker: Worker, message: str) -> None:
         worker.signals.progress.connect(self._on_progress)

@@ -28,7 +28,7 @@ PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Dou
 _DEFER_SIZE = 4096
 
 # SOP classes that carry no image (reports, structures, plans): skipped with a note.
-_NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "KO", "PR", "REG", "RWV", "DOC"}
+_NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "KO", "PR", "REG", "RWV", "DOC", "SEG"}  # SEG: opened as labels
 
 
 @dataclass(slots=True)
