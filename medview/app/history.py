@@ -36,6 +36,7 @@ import numpy as np
 from medview.algorithms.label_edit import BBox, Edit
 from medview.core.errors import CorruptFileError, MedviewError
 from medview.core.geometry import Geometry
+from medview.core.labels import LabelMap
 from medview.io.atomic import atomic_write_bytes
 
 HISTORY_SUFFIX = ".medview-history"
@@ -343,10 +344,14 @@ class History:
                 if isinstance(target, np.ndarray):
                     raise MedviewError(f"Values up to {int(values.max())} do not fit the {array.dtype} array")
                 target.array = array = array.astype(np.promote_types(array.dtype, values.dtype))
-        array[bbox] = values
         changed = getattr(target, "changed", None)
+        before = array[bbox].copy() if callable(changed) and isinstance(target, LabelMap) else None
+        array[bbox] = values
         if callable(changed):
-            changed()
+            if before is not None:
+                changed(before, array[bbox])  # label counts updated from the edited box only
+            else:
+                changed()
 
     # -- persistence ------------------------------------------------------------------------------
     def snapshot(self, target_id: str) -> HistorySnapshot:

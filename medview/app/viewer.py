@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from medview.algorithms.label_edit import Edit
 from medview.algorithms.reslice import VIEW_FRAMES, Plane, step_mm, view_plane
+from medview.app.history import Change, History
 from medview.app.measurements import Measurement, MeasurementList
 from medview.core.errors import MedviewError
-from medview.core.labels import LabelMap
+from medview.core.labels import Label, LabelMap, default_color
 from medview.core.resources import preset_path
 from medview.core.volume import Volume, WindowPreset
 
@@ -69,6 +71,11 @@ class ViewerState:
     label_display: LabelDisplay = field(default_factory=LabelDisplay)
     measurements: MeasurementList = field(default_factory=MeasurementList)
     _listeners: dict[str, list[Callable[..., None]]] = field(default_factory=lambda: defaultdict(list), repr=False)
+    # (lower, upper) of a threshold being edited: the views show that mask live (None: no preview)
+    threshold_preview: tuple[float | None, float | None] | None = None
+    # one undo history for every change to the label map ("labels") and the volume ("volume")
+    history: History = field(default_factory=History, repr=False)
+    active_label: int = 1  # the value the paint and fill tools write
     _planes: dict[tuple, Plane] = field(default_factory=dict, repr=False)
     _view_normals: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
     _fill: dict[int, float] = field(default_factory=dict, repr=False)
@@ -95,6 +102,9 @@ class ViewerState:
         """
         self.loading = loading
         same_grid = self.volume is not None and self.volume.geometry == volume.geometry
+        if volume is not self.volume:
+            self.history.forget("volume")  # its steps belong to the image that is closing
+            self.history.register("volume", volume)
         self.volume = volume
         if self.labels is not None and not self.labels.geometry.is_same_grid(volume.geometry):
             self.labels = None
@@ -262,9 +272,133 @@ class ViewerState:
     def set_labels(self, labels: LabelMap | None) -> None:
         if labels is not None and self.volume is not None and not labels.geometry.is_same_grid(self.volume.geometry):
             raise MedviewError("The label map is not on the image's grid (resampling comes with label import)")
+        if labels is not self.labels:
+            self.history.forget("labels")
+            if labels is not None:
+                self.history.register("labels", labels)
         self.labels = labels
         self.label_max = max(labels.voxel_counts(), default=0) if labels is not None else 0
+        if labels is not None and labels.labels and self.active_label not in {e.value for e in labels.labels}:
+            self.active_label = labels.labels[0].value
         self.emit("labels")
+
+    # -- editing through the one history -------------------------------------------------------------
+    def new_label_map(self) -> LabelMap:
+        """An empty label map on the image's grid (to draw on), made current."""
+        if self.volume is None:
+            raise MedviewError("Open an image before drawing labels")
+        labels = LabelMap(np.zeros(self.volume.geometry.shape, np.uint8), self.volume.geometry,
+                          labels=[Label(1, "Label 1", default_color(1))], source="")
+        self.set_labels(labels)
+        return labels
+
+    def edit_labels(self, edit: Edit, description: str | None = None) -> Change | None:
+        """Apply an edit of the label map and record it (undoable); redraws the views."""
+        if self.labels is None:
+            raise MedviewError("There is no label map to edit")
+        change = self.history.perform("labels", edit, description)
+        if change is not None:
+            self._labels_changed()
+        return change
+
+    def replace_label_array(self, array: np.ndarray, description: str) -> Change | None:
+        """A whole-map result (segmentation, morphology) as one undoable step on the current label map."""
+        from medview.algorithms.label_edit import replace_array
+
+        if self.labels is None:
+            raise MedviewError("There is no label map to replace")
+        return self.edit_labels(replace_array(self.labels, array, description), description)
+
+    def replace_volume(self, volume: Volume, description: str) -> Change | None:
+        """A filter result: undoable when it keeps the grid and data type, otherwise a new image."""
+        from medview.algorithms.label_edit import diff_edit
+
+        current = self.volume
+        if (current is not None and current.geometry == volume.geometry and current.array.dtype == volume.array.dtype
+                and current.array.shape == volume.array.shape and not self.loading):
+            change = self.history.perform("volume", diff_edit(current.array, volume.array, description), description)
+            current.metadata.extra["steps"] = volume.metadata.extra.get("steps", [])
+            self._fill.pop(id(current), None)
+            self.emit("volume")
+            return change
+        self.set_volume(volume, keep_view=True)
+        return None
+
+    def undo(self) -> Change:
+        change = self.history.undo()
+        self._after_history(change)
+        return change
+
+    def redo(self) -> Change:
+        change = self.history.redo()
+        self._after_history(change)
+        return change
+
+    def _after_history(self, change: Change) -> None:
+        if change.target_id == "labels":
+            self._labels_changed()
+        else:
+            self._fill.pop(id(self.volume), None)
+            self.emit("volume")
+
+    def _labels_changed(self) -> None:
+        labels = self.labels
+        if labels is None:
+            return
+        present = labels.voxel_counts()
+        known = {e.value for e in labels.labels}
+        for value in present:
+            if value not in known:
+                labels.labels.append(Label(value, f"Label {value}", default_color(value)))
+        self.label_max = max([*present, *known], default=0)
+        self.emit("labels")
+
+    # -- the label table ----------------------------------------------------------------------------
+    def add_label(self, name: str | None = None, color: tuple[int, int, int] | None = None) -> Label:
+        """A new entry with the next free value (made the active label)."""
+        labels = self.labels if self.labels is not None else self.new_label_map()
+        used = {e.value for e in labels.labels} | set(labels.voxel_counts())
+        limit = 255 if labels.array.dtype == np.uint8 else 65535
+        value = next((v for v in range(1, limit + 1) if v not in used), None)
+        if value is None:
+            raise MedviewError(f"All {limit} label values are in use")
+        entry = Label(value, name or f"Label {value}", color or default_color(value))
+        labels.labels.append(entry)
+        self.active_label = value
+        self.label_max = max(self.label_max, value)
+        self.emit("labels")
+        return entry
+
+    def rename_label(self, value: int, name: str) -> None:
+        if self.labels is None or not name.strip():
+            raise MedviewError("A label needs a name")
+        self.labels.label(value).name = name.strip()
+        self.emit("labels")
+
+    def set_label_color(self, value: int, color: tuple[int, int, int]) -> None:
+        if self.labels is None:
+            return
+        self.labels.label(value).color = tuple(int(np.clip(c, 0, 255)) for c in color)  # type: ignore[assignment]
+        self.emit("labels")
+
+    def set_label_locked(self, value: int, locked: bool) -> None:
+        if self.labels is None:
+            return
+        self.labels.label(value).locked = bool(locked)
+        self.emit("labels")
+
+    def set_active_label(self, value: int) -> None:
+        if self.labels is not None and value not in {e.value for e in self.labels.labels}:
+            raise MedviewError(f"There is no label {value}")
+        self.active_label = int(value)
+        self.emit("labels")
+
+    def set_threshold_preview(self, bounds: tuple[float | None, float | None] | None) -> None:
+        """Show (or with None, stop showing) the voxels within ``(lower, upper)`` over the slices."""
+        bounds = None if bounds is None else (bounds[0], bounds[1])
+        if bounds != self.threshold_preview:
+            self.threshold_preview = bounds
+            self.emit("labels")
 
     def set_label_visible(self, value: int, visible: bool) -> None:
         if self.labels is None:

@@ -73,3 +73,23 @@ def test_label_counts_are_cached_until_changed() -> None:
     assert lm.voxel_counts() == {2: 4}
     lm.changed()
     assert lm.voxel_counts() == {2: 4, 5: 1} and lm.present_values() == [2, 5]
+
+
+def test_label_counts_follow_region_edits_exactly() -> None:
+    """Counts updated from an edited box equal a full recount, through many random edits."""
+    import numpy as np
+
+    from medview.core.geometry import Geometry
+    from medview.core.labels import LabelMap
+
+    rng = np.random.default_rng(5)
+    lm = LabelMap(rng.integers(0, 4, size=(12, 20, 16)).astype(np.uint8), Geometry((12, 20, 16)))
+    lm.voxel_counts()
+    for _ in range(50):
+        z0, y0, x0 = rng.integers(0, 8), rng.integers(0, 15), rng.integers(0, 12)
+        box = (slice(z0, z0 + 4), slice(y0, y0 + 5), slice(x0, x0 + 4))
+        before = lm.array[box].copy()
+        lm.array[box] = rng.integers(0, 6, size=before.shape)
+        lm.changed(before, lm.array[box])
+        expected = {int(v): int(n) for v, n in enumerate(np.bincount(lm.array.ravel())) if v and n}
+        assert lm.voxel_counts() == expected
