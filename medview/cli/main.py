@@ -17,7 +17,7 @@ from medview import __version__
 from medview.core.errors import MedviewError
 from medview.core.tasks import TaskContext
 
-VERBS = ("info", "convert", "view", "render", "mesh", "drr")
+VERBS = ("info", "convert", "view", "render", "mesh", "drr", "filter", "segment", "labels", "export-seg")
 
 
 def _progress_printer() -> TaskContext | None:
@@ -79,6 +79,38 @@ def build_parser() -> argparse.ArgumentParser:
     drr_verb.add_argument("output", help="PNG, or .nii.gz/.nrrd/.mha to keep the values and detector geometry")
     drr_verb.add_argument("--view", default="ap", choices=["ap", "lateral"])
 
+    filt = sub.add_parser("filter", help="run a filter (denoise, enhance, edges, resample, ...) on an image")
+    filt.add_argument("name", nargs="?", help="filter name; omit with --list")
+    filt.add_argument("input", nargs="?")
+    filt.add_argument("output", nargs="?", help=".nii.gz/.nii/.nrrd/.mha (the input's exact geometry)")
+    filt.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter (repeatable)")
+    filt.add_argument("--series", help="series UID when the input has several")
+    filt.add_argument("--list", action="store_true", help="list the filters and their parameters")
+
+    seg = sub.add_parser("segment", help="segment an image (threshold, Otsu, region growing, clustering, ...)")
+    seg.add_argument("method", nargs="?", help="method name; omit with --list")
+    seg.add_argument("input", nargs="?")
+    seg.add_argument("output", nargs="?", help="label map: .nii.gz/.nii/.nrrd/.mha")
+    seg.add_argument("--seed", action="append", metavar="X,Y,Z", help="seed point in LPS mm (repeatable)")
+    seg.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter (repeatable)")
+    seg.add_argument("--series", help="series UID when the input has several")
+    seg.add_argument("--list", action="store_true", help="list the methods and their parameters")
+
+    labels = sub.add_parser("labels", help="label map tools")
+    labels_sub = labels.add_subparsers(dest="labels_verb", metavar="TOOL")
+    stats = labels_sub.add_parser("stats", help="per-label statistics: voxels, mL, intensity, extent, surface")
+    stats.add_argument("image")
+    stats.add_argument("labels")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.add_argument("--csv", metavar="OUT", help="also write the table as CSV")
+
+    export = sub.add_parser("export-seg", help="write a label map as DICOM SEG referencing its series")
+    export.add_argument("dicom_dir", help="the DICOM series the labels were drawn on")
+    export.add_argument("labels", help="label map (NIfTI, NRRD, MHA)")
+    export.add_argument("output", help="SEG file to write, e.g. seg.dcm")
+    export.add_argument("--series", help="series UID when the folder holds several")
+    export.add_argument("--description", default="Segmentation", help="SEG series description")
+
     view = sub.add_parser("view", help="open files or folders in the workstation")
     view.add_argument("paths", nargs="*")
     view.add_argument("--series", help="series UID to open first")
@@ -118,6 +150,61 @@ def _run_gui(paths: Sequence[str], series: str | None, screenshot: str | None, l
         raise MedviewError(f"The workstation cannot start: {exc}. `medview info` and `convert` work "
                            "without a display") from None
     return run_gui(list(paths), series=series, screenshot=screenshot, layout=layout)
+
+
+def _print_operations(kind: str) -> None:
+    from medview.algorithms.operations import operations
+
+    for op in operations(kind):  # type: ignore[arg-type]
+        print(f"{op.name}: {op.help}" + (f" [{op.library}]" if op.library else ""))
+        for p in op.params:
+            default = "" if p.default is None else f" (default {p.default})"
+            need = " (required)" if p.required else ""
+            choices = f" one of {', '.join(p.choices)}" if p.choices else ""
+            print(f"    {p.name}: {p.kind}{f' {p.unit}' if p.unit else ''}{choices}{default}{need} - {p.help}")
+
+
+def _run_operation(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from medview.algorithms.operations import parse_assignments
+
+    kind = "filter" if args.verb == "filter" else "segment"
+    name = args.name if kind == "filter" else args.method
+    if args.list:
+        _print_operations(kind)
+        return 0
+    if not (name and args.input and args.output):
+        parser.error(f"{args.verb} needs NAME INPUT OUTPUT (or --list)")
+    params = parse_assignments(args.param)
+    if kind == "segment" and args.seed:
+        params["seeds"] = ";".join(args.seed)
+    if kind == "filter":
+        from medview.app.processing import filter_file
+
+        result = filter_file(name, args.input, args.output, params, series=args.series, task=_progress_printer())
+    else:
+        from medview.app.processing import segment_file
+
+        result = segment_file(name, args.input, args.output, params, series=args.series, task=_progress_printer())
+    print(f"wrote {result.output}: {result.description}")
+    return 0
+
+
+def _run_labels(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.labels_verb != "stats":
+        parser.error("labels needs a tool: stats")
+    from medview.app.processing import label_statistics_file
+
+    table = label_statistics_file(args.image, args.labels, csv_path=args.csv, task=_progress_printer())
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    for row in table["labels"]:
+        print(f"{row['value']:>5}  {row['name'][:24]:24s} {row['voxels']:>10} vox {row['volume_ml']:10.3f} mL  "
+              f"mean {row['mean']:9.1f}  std {row['std']:8.1f}  min {row['min']:8.1f}  max {row['max']:8.1f}  "
+              f"surface {row['surface_mm2']:10.1f} mm^2")
+    if args.csv:
+        print(f"wrote {args.csv}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,6 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             g = result.image.geometry
             print(f"wrote {result.output}: {args.view} radiograph, {g.size_xyz[0]}x{g.size_xyz[1]} pixels of "
                   f"{g.spacing[0]:g} x {g.spacing[1]:g} mm")
+        elif args.verb in ("filter", "segment"):
+            return _run_operation(parser, args)
+        elif args.verb == "labels":
+            return _run_labels(parser, args)
+        elif args.verb == "export-seg":
+            from medview.app.processing import export_seg_file
+
+            result = export_seg_file(args.dicom_dir, args.labels, args.output, series=args.series,
+                                     description=args.description, task=_progress_printer())
+            print(f"wrote {result.output}: {result.description}")
         else:
             return _run_gui(args.paths, args.series, args.screenshot, args.layout)
     except MedviewError as exc:

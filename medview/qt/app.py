@@ -7,7 +7,7 @@ import sys
 import threading
 
 import pyqtgraph as pg
-from PySide6.QtCore import QThreadPool, QTimer
+from PySide6.QtCore import Qt, QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
 from medview.app.samples import sample_path
@@ -85,6 +85,10 @@ def run_gui(paths: list[str], series: str | None = None, screenshot: str | None 
 
         window.load_finished.connect(lambda v: QTimer.singleShot(100, save_when_idle))
         window.load_failed.connect(failed)
+    else:
+        # after a crash: offer the autosaved labels once the first study is on screen
+        window.load_finished.connect(lambda _v: QTimer.singleShot(200, window.editing.offer_recovery),
+                                     Qt.ConnectionType.SingleShotConnection)
     QTimer.singleShot(0, lambda: window.open_path(target, series))
     app.exec()
     wait_for_all()

@@ -29,12 +29,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from medview.app.editing import BrushSettings
 from medview.app.label_maps import label_map_warnings, open_label_map
 from medview.app.samples import sample_path
 from medview.app.viewer import COLORMAPS, SLAB_MODES, ViewerState, window_presets_file
 from medview.core.errors import MedviewError
 from medview.core.volume import Volume
 from medview.io.readers import load_info, scan
+from medview.qt.editing import EditingController
 from medview.qt.panels.histogram import HistogramPanel
 from medview.qt.panels.labels import LabelsPanel
 from medview.qt.panels.measurements import MeasurementsPanel
@@ -86,7 +88,8 @@ class MainWindow(QMainWindow):
         self.browser = SeriesBrowser()
         self.browser.series_activated.connect(self._series_activated)
         self.measurements = MeasurementsPanel(self.state)
-        self.labels_panel = LabelsPanel(self.state)
+        self.brush = BrushSettings()  # one brush for all views and the labels panel
+        self.labels_panel = LabelsPanel(self.state, self.brush)
         self.histogram = HistogramPanel(self.state)
         series_dock = self._dock("Series", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
         window_dock = self._dock("Window", self.histogram, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -112,6 +115,8 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.memory_label)
         for view in self.grid.views.values():
             view.hovered.connect(self.position_label.setText)
+            view.brush = self.brush
+            view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.memory_timer = QTimer(self)
         self.memory_timer.timeout.connect(self._show_memory)
         self.memory_timer.start(2000)
@@ -145,6 +150,7 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
+        edit_menu = self.menuBar().addMenu("&Edit")
         view_menu = self.menuBar().addMenu("&View")
         tools_menu = self.menuBar().addMenu("&Tools")
         help_menu = self.menuBar().addMenu("&Help")
@@ -178,7 +184,7 @@ class MainWindow(QMainWindow):
 
         tools = QActionGroup(self)
         self.tool_actions = {}
-        for tool, key in zip(TOOLS, ("C", "D", "A", "R", "E", "F"), strict=True):
+        for tool, key in zip(TOOLS, ("C", "D", "A", "R", "E", "F", "B", "X", "G"), strict=True):
             label = "freehand" if tool == "polygon" else tool
             a = self._action(label.capitalize(), lambda checked, t=tool: checked and self.set_tool(t), key, True,
                              tools_menu, tb)
@@ -234,6 +240,7 @@ class MainWindow(QMainWindow):
         self._action("Delete measurement", self.measurements.delete_selected, QKeySequence.StandardKey.Delete,
                      menu=tools_menu)
         self._action("Keyboard shortcuts", self.show_shortcuts, "F1", menu=help_menu)
+        self.editing = EditingController(self, self.state, edit_menu)
 
     # -- user actions ------------------------------------------------------------------------------
     def set_layout(self, name: str) -> None:
@@ -516,6 +523,7 @@ class MainWindow(QMainWindow):
         self._cancel_running()
         self.browser.shutdown()
         self.histogram.cancel()
+        self.editing.shutdown()
         self.grid.shutdown()
         self.cine.stop()
         self.memory_timer.stop()

@@ -14,7 +14,7 @@ from medview.core.volume import Volume, VolumeMetadata
 
 @pytest.fixture
 def state() -> ViewerState:
-    zz, yy, xx = np.mgrid[:20, :40, :40]
+    _zz, yy, xx = np.mgrid[:20, :40, :40]
     image = np.where((xx - 20) ** 2 + (yy - 20) ** 2 < 100, 100, -900).astype(np.int16)
     s = ViewerState()
     s.set_volume(Volume(image, Geometry(image.shape, (0.5, 0.5, 2.0), (10.0, -5.0, 30.0)),

@@ -55,6 +55,13 @@ def test_click_in_axial_moves_coronal_and_sagittal(qtbot, window: MainWindow, ch
     views = window.grid.views
     col, row, z = 140, 355, 24
     world = volume.geometry.index_to_world([col, row, z])
+    axial = views["axial"]
+    centre = axial.world_to_view(world)
+    # zoomed in so that one screen pixel is well inside one voxel (a click lands on the voxel meant)
+    axial.view_box.setRange(xRange=(centre.x() - 30, centre.x() + 30), yRange=(centre.y() - 30, centre.y() + 30),
+                            padding=0)
+    qtbot.wait(20)
+    assert axial.view_box.viewPixelSize()[0] < volume.geometry.spacing[0] / 2
     QTest.mouseClick(views["axial"].graphics.viewport(), Qt.MouseButton.LeftButton, pos=_pos(views["axial"], world))
     qtbot.waitUntil(lambda: slice_index_for(volume.geometry, views["coronal"].plane) == row, timeout=3000)
     # expected indices computed from the geometry, independently of the views

@@ -15,13 +15,16 @@ from PySide6.QtWidgets import QSlider, QVBoxLayout, QWidget
 
 from medview.algorithms.display import palette_argb32, premultiplied_argb32, rgb_to_argb32, window_to_argb32
 from medview.algorithms.reslice import Plane, is_index_aligned, orientation_letters, reslice, slice_index_for
+from medview.app.editing import BrushSettings, Stroke, fill_at
 from medview.app.measurements import Measurement
 from medview.app.viewer import VIEWS, ViewerState
+from medview.core.errors import MedviewError
 from medview.qt.views.overlay import OverlayLayer, SliceGraphicsView, nice_length
 from medview.qt.views.slice_image import SliceImageItem
 
 VIEW_COLORS = {"axial": (230, 60, 60), "coronal": (60, 200, 80), "sagittal": (230, 200, 40)}
-TOOLS = ("crosshair", "distance", "angle", "rectangle", "ellipse", "polygon")
+TOOLS = ("crosshair", "distance", "angle", "rectangle", "ellipse", "polygon", "paint", "erase", "fill")
+EDIT_TOOLS = ("paint", "erase", "fill")
 
 
 class CrosshairLine:
@@ -88,6 +91,7 @@ class SliceView(QWidget):
     """A view of ``state`` in one of the three MPR orientations."""
 
     hovered = Signal(str)
+    message = Signal(str)  # a refused edit (locked label, point outside the image): the status bar says why
     activated = Signal(str)  # this view was clicked (the window tracks the active view)
 
     def __init__(self, state: ViewerState, view: str, parent: QWidget | None = None) -> None:
@@ -97,6 +101,8 @@ class SliceView(QWidget):
         self.state = state
         self.view = view
         self.tool = "crosshair"
+        self.brush = BrushSettings()  # the window gives every view the same settings object
+        self._stroke: Stroke | None = None
         self.plane: Plane | None = None
         self.image_data: np.ndarray | None = None
         self._pending: list[np.ndarray] = []
@@ -327,6 +333,9 @@ class SliceView(QWidget):
             painter.drawLine(QLineF(p0.x() - dx, p0.y() - dy, p0.x() + dx, p0.y() + dy))
 
     def _draw_labels(self) -> None:
+        if self.state.threshold_preview is not None and self.image_data is not None and self.image_data.ndim == 2:
+            self._draw_threshold_preview()
+            return
         labels = self.state.labels
         if labels is None or self.plane is None or self.state.volume is None or self.image_data is None:
             self.image.set_labels(None)
@@ -352,6 +361,22 @@ class SliceView(QWidget):
             return
         index = lab.astype(np.uint8) if n <= 256 else np.clip(lab, 0, n - 1)
         self.image.set_labels(index, lut, premultiplied_argb32(lut)[index])
+
+    def _draw_threshold_preview(self) -> None:
+        """The voxels of this slice within the threshold being edited, in a preview colour."""
+        lower, upper = self.state.threshold_preview
+        data = self.image_data
+        inside = np.ones(data.shape, dtype=bool)
+        if lower is not None:
+            inside &= data >= lower
+        if upper is not None:
+            inside &= data <= upper
+        if not inside.any():
+            self.image.set_labels(None)
+            return
+        table = np.array([[0, 0, 0, 0], [40, 220, 120, 110]], dtype=np.uint8)
+        index = inside.view(np.uint8)
+        self.image.set_labels(index, table, premultiplied_argb32(table)[index])
 
     def shown_labels(self) -> np.ndarray | None:
         """The label overlay as drawn (RGBA per pixel), or None when nothing is drawn."""
@@ -454,6 +479,9 @@ class SliceView(QWidget):
         self.activated.emit(self.view)
         if self.plane is None:
             return
+        if self.tool in EDIT_TOOLS:
+            self._edit_press(self.view_to_world(pos))
+            return
         if self.tool != "crosshair":
             hit = self._hit_measurement(pos)
             if hit is not None:
@@ -476,8 +504,34 @@ class SliceView(QWidget):
                     return m, i
         return None
 
+    def _edit_press(self, world: np.ndarray) -> None:
+        try:
+            if self.tool == "fill":
+                fill_at(self.state, world, self.view, self.brush)
+                return
+            self._stroke = Stroke(self.state, self.brush, self.view, erase_mode=self.tool == "erase")
+            self._stroke.add(world)
+        except MedviewError as exc:
+            self._stroke = None
+            self.message.emit(str(exc))
+
+    def _edit_drag(self, world: np.ndarray, finished: bool) -> None:
+        stroke = self._stroke
+        if stroke is None:
+            return
+        try:
+            stroke.add(world)
+        except MedviewError as exc:
+            self.message.emit(str(exc))
+        if finished:
+            self._stroke = None
+            stroke.finish()
+
     def _on_drag(self, pos: QPointF, finished: bool) -> None:
         if self.plane is None:
+            return
+        if self.tool in EDIT_TOOLS:
+            self._edit_drag(self.view_to_world(pos), finished)
             return
         world = self.view_to_world(pos)
         if self._drag_measurement is not None:

@@ -1,0 +1,159 @@
+"""Processing and segmentation commands shared by the GUI, the CLI and batch pipelines.
+
+Each command validates its parameters through the operation catalogue
+(:mod:`medview.algorithms.operations`), runs the plain function, and records provenance (what ran, with
+which parameters and which library) on the result, so a result file or a pipeline says how it was made.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from medview.algorithms.operations import Operation, get_operation
+from medview.core.errors import MedviewError
+from medview.core.labels import LabelMap
+from medview.core.tasks import TaskContext, report
+from medview.core.volume import Volume
+from medview.io.readers import open_image
+from medview.io.writers import check_output_path, write_image
+
+
+def describe(op: Operation, params: dict[str, Any]) -> str:
+    """``gaussian(sigma=1.5 mm)``: a one-line, human-readable record of a step."""
+    parts = []
+    for p in op.params:
+        if p.name in params:
+            value = params[p.name]
+            shown = ";".join(",".join(f"{c:g}" for c in pt) for pt in value) if p.kind == "points" else (
+                ",".join(f"{c:g}" for c in value) if p.kind == "point" else
+                (f"{value:g}" if isinstance(value, float) else str(value)))
+            parts.append(f"{p.name}={shown}{f' {p.unit}' if p.unit and p.kind not in ('point', 'points') else ''}")
+    return f"{op.name}({', '.join(parts)})"
+
+
+def _provenance(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+    return {"operation": op.name, "kind": op.kind, "library": op.library, "params": params,
+            "text": describe(op, params)}
+
+
+def run_filter(volume: Volume, name: str, params: dict[str, Any] | None = None,
+               task: TaskContext | None = None) -> Volume:
+    """Run the filter ``name`` on ``volume`` with validated ``params`` (strings or values)."""
+    op = get_operation("filter", name)
+    parsed = op.parse(params)
+    if volume.is_color:
+        raise MedviewError(f"{op.name} works on grey-scale images; this one is colour")
+    result = op.function(volume, task=task, **parsed)
+    steps = list(volume.metadata.extra.get("steps", []))
+    steps.append(_provenance(op, parsed))
+    result.metadata.extra["steps"] = steps
+    return result
+
+
+def run_segmentation(volume: Volume, method: str, params: dict[str, Any] | None = None,
+                     task: TaskContext | None = None) -> LabelMap:
+    """Segment ``volume`` with ``method`` (validated ``params``); the label map records how it was made."""
+    op = get_operation("segment", method)
+    parsed = op.parse(params)
+    if volume.is_color:
+        raise MedviewError(f"{op.name} works on grey-scale images; this one is colour")
+    labels = op.function(volume, task=task, **parsed)
+    if not isinstance(labels, LabelMap):  # pragma: no cover - a registration error
+        raise MedviewError(f"{op.name} did not produce a label map")
+    labels.source = labels.source or _provenance(op, parsed)["text"]
+    return labels
+
+
+@dataclass
+class FileResult:
+    output: str
+    description: str
+
+
+def filter_file(name: str, input_path: str, output: str, params: dict[str, Any] | None = None,
+                series: str | None = None, task: TaskContext | None = None) -> FileResult:
+    """``medview filter``: read, filter, write with the input's exact geometry."""
+    op = get_operation("filter", name)
+    parsed = op.parse(params)  # before reading: a bad parameter should not cost a load
+    check_output_path(output)
+    volume = open_image(input_path, series=series, task=task)
+    result = run_filter(volume, op.name, parsed, task=task)
+    report(task, 1.0, f"Writing {os.path.basename(output)}", force=True)
+    write_image(result, output)
+    return FileResult(output, describe(op, parsed))
+
+
+def segment_file(method: str, input_path: str, output: str, params: dict[str, Any] | None = None,
+                 series: str | None = None, task: TaskContext | None = None) -> FileResult:
+    """``medview segment``: read, segment, write the label map (NIfTI/NRRD/MHA) on the input's grid."""
+    op = get_operation("segment", method)
+    parsed = op.parse(params)
+    check_output_path(output)
+    volume = open_image(input_path, series=series, task=task)
+    labels = run_segmentation(volume, op.name, parsed, task=task)
+    report(task, 1.0, f"Writing {os.path.basename(output)}", force=True)
+    write_image(labels, output)
+    return FileResult(output, describe(op, parsed))
+
+
+def export_seg_file(dicom_dir: str, labels_path: str, output: str, series: str | None = None,
+                    description: str = "Segmentation", task: TaskContext | None = None) -> FileResult:
+    """``medview export-seg``: a DICOM SEG of ``labels_path`` referencing the series it was drawn on.
+
+    The label map is placed on the series' grid (resampled, with a warning, if it was saved on another);
+    only headers of the source series are read for the references, but its pixels are loaded once so
+    the label map can be checked against (and, if needed, resampled onto) the true grid.
+    """
+    from medview.app.label_maps import label_map_warnings, open_label_map
+    from medview.io.readers import load_info, scan, select_series
+    from medview.io.seg import write_seg
+
+    if os.path.isdir(output):
+        raise MedviewError(f"{output} is a folder; give the SEG file's name, e.g. {os.path.join(output, 'seg.dcm')}")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise MedviewError(f"The output folder {parent} does not exist")
+    found = [s for s in scan(dicom_dir, task=task) if hasattr(s, "series_uid")]
+    if not found:
+        raise MedviewError(f"{dicom_dir} holds no DICOM image series to reference")
+    info = select_series(found, series, dicom_dir)
+    volume = load_info(info, task=task)
+    labels = open_label_map(labels_path, reference=volume, task=task)
+    report(task, 0.9, "Writing the SEG", force=True)
+    write_seg(labels, info, output, description=description, task=task)
+    notes = label_map_warnings(labels)
+    return FileResult(output, f"{len(labels.present_values())} segment(s) on series {info.series_uid}"
+                      + (f"; {'; '.join(notes)}" if notes else ""))
+
+
+def label_statistics_file(image_path: str, labels_path: str, csv_path: str | None = None,
+                          task: TaskContext | None = None) -> dict[str, Any]:
+    """``medview labels stats``: per-label statistics of a label map over its image (and a CSV)."""
+    import math
+
+    from medview.algorithms.label_stats import label_statistics, to_csv
+    from medview.app.label_maps import label_map_warnings, open_label_map
+
+    if csv_path is not None:
+        parent = os.path.dirname(os.path.abspath(csv_path))
+        if not os.path.isdir(parent):
+            raise MedviewError(f"The output folder {parent} does not exist")
+    volume = open_image(image_path, task=task)
+    labels = open_label_map(labels_path, reference=volume, task=task)
+    if not labels.present_values():
+        raise MedviewError(f"{os.path.basename(labels_path)} holds no labels")
+    stats = label_statistics(labels, None if volume.is_color else volume, task=task)
+    if csv_path is not None:
+        to_csv(stats, csv_path)
+
+    def number(x: float) -> float | None:
+        return None if isinstance(x, float) and math.isnan(x) else float(x)
+
+    rows = [{"value": s.value, "name": s.name, "voxels": s.voxels, "volume_ml": s.volume_ml,
+             "mean": number(s.mean), "std": number(s.std), "min": number(s.minimum), "max": number(s.maximum),
+             "surface_mm2": s.surface_mm2, "bbox_min_lps": list(s.bbox_min_lps), "bbox_max_lps": list(s.bbox_max_lps),
+             "bbox_min_xyz": list(s.bbox_min_xyz), "bbox_max_xyz": list(s.bbox_max_xyz)} for s in stats]
+    return {"image": os.path.abspath(image_path), "labels_file": os.path.abspath(labels_path),
+            "units": volume.metadata.units, "warnings": label_map_warnings(labels), "labels": rows}

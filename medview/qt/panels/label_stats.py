@@ -1,0 +1,134 @@
+"""Per-label statistics: voxels, mL, mean/std/min/max, bounding box, surface area, the selected label's
+intensity histogram, and CSV export.  Computed in a worker (``medview.algorithms.label_stats``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from medview.app.viewer import ViewerState
+from medview.qt.workers import Worker, release_when_done, start
+
+COLUMNS = ("Label", "Value", "Voxels", "Volume (mL)", "Mean", "Std", "Min", "Max", "Surface (mm²)",
+           "Extent x (mm)", "Extent y (mm)", "Extent z (mm)")
+
+
+def _compute(labels, image, task=None):
+    from medview.algorithms.label_stats import label_statistics
+
+    return label_statistics(labels, image, task=task)
+
+
+class LabelStatsPanel(QWidget):
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.stats: list = []
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.currentCellChanged.connect(lambda row, *_: self._show_histogram(row))
+        self.plot = pg.PlotWidget()
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.setMaximumHeight(130)
+        self.curve = self.plot.plot(stepMode="center", fillLevel=0, brush=(220, 120, 120, 120))
+        update = QPushButton("Update")
+        update.clicked.connect(self.update_stats)
+        export = QPushButton("Export CSV…")
+        export.clicked.connect(lambda: self.export_csv())
+        self.status = QLabel("")
+        row = QHBoxLayout()
+        row.addWidget(update)
+        row.addWidget(export)
+        row.addWidget(self.status, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.plot)
+        layout.addLayout(row)
+        self.worker: Worker | None = None
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.timeout.connect(self.update_stats)
+        state.subscribe("labels", self._labels_changed)
+
+    def _labels_changed(self) -> None:
+        if self.isVisible():
+            self._debounce.start(600)  # after a stroke, not during it
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._debounce.start(0)
+
+    def update_stats(self) -> Worker | None:
+        labels, volume = self.state.labels, self.state.volume
+        if labels is None or volume is None or self.state.loading:
+            self.table.setRowCount(0)
+            self.status.setText("No label map")
+            return None
+        if self.worker is not None and not self.worker.done:
+            release_when_done(self.worker)
+        self.worker = Worker(_compute, labels, None if volume.is_color else volume)
+        self.worker.signals.finished.connect(self._show)
+        self.worker.signals.failed.connect(self.status.setText)
+        self.status.setText("Computing…")
+        start(self.worker)
+        return self.worker
+
+    def _show(self, stats: list) -> None:
+        self.stats = stats
+        self.table.setRowCount(len(stats))
+        for r, s in enumerate(stats):
+            extent = np.array(s.bbox_max_lps) - np.array(s.bbox_min_lps)
+            cells = [s.name, s.value, s.voxels, f"{s.volume_ml:.3f}", f"{s.mean:.1f}", f"{s.std:.1f}",
+                     f"{s.minimum:.1f}", f"{s.maximum:.1f}", f"{s.surface_mm2:.1f}", *(f"{e:.1f}" for e in extent)]
+            for c, value in enumerate(cells):
+                self.table.setItem(r, c, QTableWidgetItem(str(value)))
+        self.status.setText(f"{len(stats)} label(s)")
+        self._show_histogram(max(self.table.currentRow(), 0))
+
+    def _show_histogram(self, row: int) -> None:
+        if not 0 <= row < len(self.stats):
+            self.curve.setData([0, 1], [0])
+            return
+        s = self.stats[row]
+        if len(s.histogram_edges) == len(s.histogram_counts) + 1:
+            self.curve.setData(s.histogram_edges, s.histogram_counts)
+
+    def export_csv(self, path: str | None = None) -> str | None:
+        if not self.stats:
+            QMessageBox.information(self, "Label statistics", "Compute the statistics first (Update).")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export label statistics", "label_statistics.csv",
+                                                  "CSV (*.csv)")
+            if not path:
+                return None
+        from medview.algorithms.label_stats import to_csv
+        from medview.core.errors import MedviewError
+
+        try:
+            to_csv(self.stats, path)
+        except MedviewError as exc:
+            QMessageBox.warning(self, "Label statistics", str(exc))
+            return None
+        self.status.setText(f"Wrote {path}")
+        return path
+
+    def shutdown(self) -> None:
+        self._debounce.stop()
+        if self.worker is not None:
+            release_when_done(self.worker)

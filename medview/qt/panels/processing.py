@@ -1,0 +1,190 @@
+"""Filters and segmentation panels: pick an operation from the catalogue, set its parameters, Run/Cancel.
+
+The panel contains no algorithm: it hands the parameters to ``medview.app.processing`` in the one worker
+mechanism and gives the result to the window (new volume, or new label map), which records it in the
+undo history.  For thresholds, the slice views preview the mask live while the values are edited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from medview.algorithms.operations import Operation, OperationKind, operations
+from medview.app.viewer import ViewerState
+from medview.core.errors import MedviewError
+from medview.qt.panels.operation_form import OperationForm
+from medview.qt.workers import Worker, release_when_done, start
+
+PREVIEW_METHODS = ("threshold",)  # methods whose result the slice views can show live
+
+
+class ProcessingPanel(QWidget):
+    """One panel per kind: ``'filter'`` (result: a volume) or ``'segment'`` (result: a label map)."""
+
+    finished = Signal(object, str)  # result, description
+    failed = Signal(str)
+
+    def __init__(self, state: ViewerState, kind: OperationKind, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.kind = kind
+        self.ops: dict[str, Operation] = {op.name: op for op in operations(kind)}
+        self.combo = QComboBox()
+        for name, op in self.ops.items():
+            self.combo.addItem(name, name)
+            self.combo.setItemData(self.combo.count() - 1, f"{op.help} [{op.library}]" if op.library else op.help,
+                                   role=3)  # Qt.ToolTipRole
+        self.help = QLabel()
+        self.help.setWordWrap(True)
+        self.help.setStyleSheet("color: #666;")
+        self.form_area = QScrollArea()
+        self.form_area.setWidgetResizable(True)
+        self.form: OperationForm | None = None
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.combo)
+        layout.addWidget(self.help)
+        layout.addWidget(self.form_area, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        self.worker: Worker | None = None
+        self.on_result: Callable[[object, str], None] | None = None
+        self.combo.currentIndexChanged.connect(self._choose)
+        self._choose()
+
+    # -- form -------------------------------------------------------------------------------------------
+    def select(self, name: str) -> OperationForm:
+        index = self.combo.findData(name)
+        if index < 0:
+            raise MedviewError(f"No {self.kind} called {name}")
+        self.combo.setCurrentIndex(index)
+        self._choose()
+        assert self.form is not None
+        return self.form
+
+    def _choose(self, *_args) -> None:
+        op = self.ops.get(self.combo.currentData())
+        if op is None:
+            return
+        if self.form is not None and self.form.operation is op:
+            return
+        self.form = OperationForm(op, crosshair=lambda: self.state.cursor.copy())
+        self.form.changed.connect(self._update_preview)
+        self.form_area.setWidget(self.form)
+        self.help.setText(op.help + (f"  ({op.library})" if op.library else ""))
+        self._update_preview()
+
+    def _update_preview(self) -> None:
+        """Threshold methods: show the mask of the current values in the slice views as they are edited."""
+        if self.kind != "segment" or self.form is None or not self.isVisible():
+            self.state.set_threshold_preview(None)
+            return
+        op = self.form.operation
+        if op.name not in PREVIEW_METHODS:
+            self.state.set_threshold_preview(None)
+            return
+        try:
+            params = op.parse(self.form.values())
+        except MedviewError:
+            self.state.set_threshold_preview(None)
+            return
+        self.state.set_threshold_preview((params.get("lower"), params.get("upper")))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._update_preview()
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().hideEvent(event)
+        if self.kind == "segment":
+            self.state.set_threshold_preview(None)
+
+    # -- running ----------------------------------------------------------------------------------------
+    def run(self) -> Worker | None:
+        volume = self.state.volume
+        if volume is None or self.state.loading:
+            self.status.setText("Open an image first.")
+            return None
+        if self.form is None:
+            return None
+        op = self.form.operation
+        try:
+            params = op.parse(self.form.values())
+        except MedviewError as exc:
+            self.status.setText(str(exc))
+            QMessageBox.warning(self, op.name, str(exc))
+            return None
+        from medview.app.processing import describe, run_filter, run_segmentation
+
+        fn = run_filter if self.kind == "filter" else run_segmentation
+        description = describe(op, params)
+        self.worker = Worker(fn, volume, op.name, params)
+        self.worker.signals.progress.connect(self._progress)
+        self.worker.signals.finished.connect(lambda result, d=description: self._done(result, d))
+        self.worker.signals.failed.connect(self._failed)
+        self.worker.signals.cancelled.connect(self._cancelled)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        self.status.setText(f"Running {description}…")
+        start(self.worker)
+        return self.worker
+
+    def cancel(self) -> None:
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 100))
+        self.progress.setFormat(message[:40] or "%p%")
+
+    def _end(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setVisible(False)
+
+    def _done(self, result, description: str) -> None:
+        self._end()
+        self.status.setText(f"Done: {description}")
+        self.finished.emit(result, description)
+
+    def _failed(self, message: str) -> None:
+        self._end()
+        self.status.setText(message)
+        self.failed.emit(message)
+
+    def _cancelled(self) -> None:
+        self._end()
+        self.status.setText("Cancelled; nothing was changed.")
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            release_when_done(self.worker)
+            self.worker = None
