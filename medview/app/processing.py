@@ -157,3 +157,38 @@ def label_statistics_file(image_path: str, labels_path: str, csv_path: str | Non
              "bbox_min_xyz": list(s.bbox_min_xyz), "bbox_max_xyz": list(s.bbox_max_xyz)} for s in stats]
     return {"image": os.path.abspath(image_path), "labels_file": os.path.abspath(labels_path),
             "units": volume.metadata.units, "warnings": label_map_warnings(labels), "labels": rows}
+
+
+def label_operations() -> dict[str, Operation]:
+    """Operations on a label map (morphology, components, holes, smoothing), as catalogue entries."""
+    from medview.algorithms.morphology import LABEL_OPERATIONS
+
+    return {name: Operation(name, "segment", fn, params, help=(fn.__doc__ or "").strip().splitlines()[0],
+                            library="SciPy")
+            for name, (fn, params) in LABEL_OPERATIONS.items()}
+
+
+def run_label_operation(labels: LabelMap, name: str, params: dict[str, Any] | None = None,
+                        task: TaskContext | None = None) -> LabelMap:
+    """Refine a label map with the operation ``name`` (validated ``params``); returns a new label map."""
+    ops = label_operations()
+    if name not in ops:
+        raise MedviewError(f"Unknown label operation {name!r}; choose one of {', '.join(ops)}")
+    op = ops[name]
+    return op.function(labels, task=task, **op.parse(params))
+
+
+def refine_labels_file(name: str, labels_path: str, output: str, params: dict[str, Any] | None = None,
+                       task: TaskContext | None = None) -> FileResult:
+    """``medview labels refine``: a label operation on a label file, written with the same geometry."""
+    from medview.app.label_maps import open_label_map
+
+    ops = label_operations()
+    if name not in ops:
+        raise MedviewError(f"Unknown label operation {name!r}; choose one of {', '.join(ops)}")
+    parsed = ops[name].parse(params)
+    check_output_path(output)
+    labels = open_label_map(labels_path, task=task)
+    result = run_label_operation(labels, name, parsed, task=task)
+    write_image(result, output)
+    return FileResult(output, describe(ops[name], parsed))

@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.add_argument("--csv", metavar="OUT", help="also write the table as CSV")
 
+    refine = labels_sub.add_parser("refine", help="morphology, components, hole filling, smoothing in mm")
+    refine.add_argument("operation", help="dilate, erode, opening, closing, fill-holes, keep-largest-component, "
+                        "remove-islands, smooth")
+    refine.add_argument("labels")
+    refine.add_argument("output")
+    refine.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter (repeatable)")
+
     export = sub.add_parser("export-seg", help="write a label map as DICOM SEG referencing its series")
     export.add_argument("dicom_dir", help="the DICOM series the labels were drawn on")
     export.add_argument("labels", help="label map (NIfTI, NRRD, MHA)")
@@ -190,8 +197,16 @@ def _run_operation(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _run_labels(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.labels_verb == "refine":
+        from medview.algorithms.operations import parse_assignments
+        from medview.app.processing import refine_labels_file
+
+        result = refine_labels_file(args.operation, args.labels, args.output, parse_assignments(args.param),
+                                    task=_progress_printer())
+        print(f"wrote {result.output}: {result.description}")
+        return 0
     if args.labels_verb != "stats":
-        parser.error("labels needs a tool: stats")
+        parser.error("labels needs a tool: stats or refine")
     from medview.app.processing import label_statistics_file
 
     table = label_statistics_file(args.image, args.labels, csv_path=args.csv, task=_progress_printer())

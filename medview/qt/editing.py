@@ -47,14 +47,17 @@ class EditingController(QObject):
         self.window, self.state = window, state
         self.filters = ProcessingPanel(state, "filter")
         self.segmentation = ProcessingPanel(state, "segment")
+        self.refine = ProcessingPanel(state, "labels")
         self.stats = LabelStatsPanel(state)
         self.filters.finished.connect(self._filtered)
         self.segmentation.finished.connect(self._segmented)
-        for panel in (self.filters, self.segmentation):
+        self.refine.finished.connect(self._segmented)
+        for panel in (self.filters, self.segmentation, self.refine):
             panel.failed.connect(lambda message: QMessageBox.warning(self.window, "Processing", message))
         self.docks = {
             "Filters": window._dock("Filters", self.filters, Qt.DockWidgetArea.RightDockWidgetArea),
             "Segmentation": window._dock("Segmentation", self.segmentation, Qt.DockWidgetArea.RightDockWidgetArea),
+            "Refine labels": window._dock("Refine labels", self.refine, Qt.DockWidgetArea.RightDockWidgetArea),
             "Label statistics": window._dock("Label statistics", self.stats, Qt.DockWidgetArea.RightDockWidgetArea),
         }
         first = window.findChild(type(self.docks["Filters"]), "dock_Labels")
@@ -245,7 +248,7 @@ class EditingController(QObject):
 
     def shutdown(self, clean: bool = True) -> None:
         self.autosave_timer.stop()
-        for panel in (self.filters, self.segmentation):
+        for panel in (self.filters, self.segmentation, self.refine):
             panel.shutdown()
         self.stats.shutdown()  # a save or autosave under way finishes (atomically): the app waits for workers
         if clean and self.autosave is not None:

@@ -156,3 +156,23 @@ os._exit(9)
     assert not labels.array[10:12, 100:120, 100:120].all()
     assert pending_recoveries() == []
     del volume
+
+
+def test_refine_labels_panel_dilates_in_mm_and_undoes(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    from scipy import ndimage
+
+    from medview.algorithms.morphology import structuring_element
+
+    _open(qtbot, window, chest_ct_sample)
+    labels = window.state.labels
+    before = labels.array.copy()
+    panel = window.editing.refine
+    form = panel.select("dilate")
+    form.set_value("radius_mm", 2.0)
+    with qtbot.waitSignal(panel.finished, timeout=30_000):
+        panel.run()
+    element = structuring_element(labels.geometry.spacing, 2.0)
+    expected = ndimage.binary_dilation(before > 0, structure=element)
+    np.testing.assert_array_equal(window.state.labels.array > 0, expected)
+    window.editing.undo()
+    np.testing.assert_array_equal(window.state.labels.array, before)

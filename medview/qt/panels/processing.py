@@ -32,16 +32,22 @@ PREVIEW_METHODS = ("threshold",)  # methods whose result the slice views can sho
 
 
 class ProcessingPanel(QWidget):
-    """One panel per kind: ``'filter'`` (result: a volume) or ``'segment'`` (result: a label map)."""
+    """One panel per kind: ``'filter'`` (result: a volume), ``'segment'`` (result: a label map) or
+    ``'labels'`` (refines the current label map; result: a label map)."""
 
     finished = Signal(object, str)  # result, description
     failed = Signal(str)
 
-    def __init__(self, state: ViewerState, kind: OperationKind, parent: QWidget | None = None) -> None:
+    def __init__(self, state: ViewerState, kind: OperationKind | str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
         self.kind = kind
-        self.ops: dict[str, Operation] = {op.name: op for op in operations(kind)}
+        if kind == "labels":  # operations on the current label map (morphology, components, ...)
+            from medview.app.processing import label_operations
+
+            self.ops: dict[str, Operation] = label_operations()
+        else:
+            self.ops = {op.name: op for op in operations(kind)}
         self.combo = QComboBox()
         for name, op in self.ops.items():
             self.combo.addItem(name, name)
@@ -140,11 +146,17 @@ class ProcessingPanel(QWidget):
             self.status.setText(str(exc))
             QMessageBox.warning(self, op.name, str(exc))
             return None
-        from medview.app.processing import describe, run_filter, run_segmentation
+        from medview.app.processing import describe, run_filter, run_label_operation, run_segmentation
 
-        fn = run_filter if self.kind == "filter" else run_segmentation
         description = describe(op, params)
-        self.worker = Worker(fn, volume, op.name, params)
+        if self.kind == "labels":
+            if self.state.labels is None:
+                self.status.setText("There is no label map to refine.")
+                return None
+            self.worker = Worker(run_label_operation, self.state.labels, op.name, params)
+        else:
+            fn = run_filter if self.kind == "filter" else run_segmentation
+            self.worker = Worker(fn, volume, op.name, params)
         self.worker.signals.progress.connect(self._progress)
         self.worker.signals.finished.connect(lambda result, d=description: self._done(result, d))
         self.worker.signals.failed.connect(self._failed)
