@@ -187,3 +187,22 @@ def open_label_map(path: str | os.PathLike[str], reference: Volume | None = None
     if is_seg_file(path):
         return _open_seg(path, reference, task)
     return _open_label_image(path, reference, task)
+
+
+def open_label_map_with_history(path: str | os.PathLike[str], reference: Volume | None = None, task=None):
+    """A label map and the undo history saved beside it (``<labels>.medview-history``), if any.
+
+    Returns ``(labels, history or None, message or None)``: the history only when the file exists and
+    still matches the label map (same grid and content); otherwise a message says why it was not used.
+    A label map resampled onto the study has no usable history (its voxels are not the saved ones).
+    """
+    from medview.app.history import History, history_path_for
+
+    labels = open_label_map(path, reference=reference, task=task)
+    history_file = history_path_for(path)
+    if not history_file.exists():
+        return labels, None, None
+    if label_map_warnings(labels):
+        return labels, None, "The undo history beside the file was not loaded: the labels were resampled"
+    history, message = History.load_or_empty(history_file, "labels", labels)
+    return labels, (history if message is None else None), message

@@ -269,10 +269,16 @@ class ViewerState:
         self.emit("geometry_view")
 
     # -- labels -----------------------------------------------------------------------------------
-    def set_labels(self, labels: LabelMap | None) -> None:
+    def set_labels(self, labels: LabelMap | None, history: History | None = None) -> None:
+        """Show ``labels`` (on the image's grid); ``history``: its undo history, reopened from disk."""
         if labels is not None and self.volume is not None and not labels.geometry.is_same_grid(self.volume.geometry):
             raise MedviewError("The label map is not on the image's grid (resampling comes with label import)")
-        if labels is not self.labels:
+        if history is not None and labels is not None:
+            history.register("labels", labels)
+            if self.volume is not None:
+                history.register("volume", self.volume)
+            self.history = history
+        elif labels is not self.labels:
             self.history.forget("labels")
             if labels is not None:
                 self.history.register("labels", labels)

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from medview.app.editing import BrushSettings
-from medview.app.label_maps import label_map_warnings, open_label_map
+from medview.app.label_maps import label_map_warnings, open_label_map_with_history
 from medview.app.samples import sample_path
 from medview.app.viewer import COLORMAPS, SLAB_MODES, ViewerState, window_presets_file
 from medview.core.errors import MedviewError
@@ -413,18 +413,18 @@ class MainWindow(QMainWindow):
         if self.state.volume is None:
             self._on_failed("Open an image before its label map")
             return
-        worker = Worker(open_label_map, path, self.state.volume)
-        worker.signals.finished.connect(self._labels_loaded)
+        worker = Worker(open_label_map_with_history, path, self.state.volume)
+        worker.signals.finished.connect(lambda result: self._labels_loaded(*result))
         self._run(worker, f"Reading labels {path}...")
 
-    def _labels_loaded(self, labels) -> None:
+    def _labels_loaded(self, labels, history=None, history_message: str | None = None) -> None:
         self._end_load()
         try:
-            self.state.set_labels(labels)
+            self.state.set_labels(labels, history)
         except MedviewError as exc:
             self._on_failed(str(exc))
             return
-        warnings = label_map_warnings(labels)
+        warnings = label_map_warnings(labels) + ([history_message] if history_message else [])
         if warnings:  # e.g. resampled from another grid: the user must know
             self.statusBar().showMessage("Labels: " + " | ".join(warnings), 20000)
 

@@ -176,3 +176,28 @@ def test_refine_labels_panel_dilates_in_mm_and_undoes(qtbot, window: MainWindow,
     np.testing.assert_array_equal(window.state.labels.array > 0, expected)
     window.editing.undo()
     np.testing.assert_array_equal(window.state.labels.array, before)
+
+
+def test_history_survives_saving_closing_and_reopening(qtbot, window: MainWindow, chest_ct_sample: Path,
+                                                       tmp_path: Path) -> None:
+    from medview.app.editing import BrushSettings, Stroke
+
+    volume = _open(qtbot, window, chest_ct_sample)
+    g = volume.geometry
+    original = window.state.labels.array.copy()
+    stroke = Stroke(window.state, BrushSettings(radius_mm=4.0), "axial")
+    stroke.add(g.index_to_world([200, 200, 20]))
+    stroke.finish()
+    painted = window.state.labels.array.copy()
+    path = tmp_path / "edited.nii.gz"
+    worker = window.editing.save_labels(str(path))
+    qtbot.waitUntil(lambda: worker.done, timeout=30_000)
+    assert path.exists() and Path(str(path) + ".medview-history").exists()
+    window.state.set_labels(None)
+    assert not window.state.history.can_undo
+    window.open_labels(str(path))  # as File > Open label map: read with its history in a worker
+    qtbot.waitUntil(lambda: window.state.labels is not None, timeout=30_000)
+    np.testing.assert_array_equal(window.state.labels.array, painted)
+    assert window.state.history.can_undo
+    window.editing.undo()
+    np.testing.assert_array_equal(window.state.labels.array, original)
