@@ -81,3 +81,16 @@ def sphere_phantom(tmp_path_factory) -> Path:
     for dose in out.glob("dose*.dcm"):
         dose.unlink()
     return out
+
+
+@pytest.fixture
+def vtk_messages():
+    """Collect everything VTK prints (errors, warnings) and fail the test if anything was printed."""
+    from vtkmodules.vtkCommonCore import vtkOutputWindow, vtkStringOutputWindow
+
+    previous = vtkOutputWindow.GetInstance()
+    buffer = vtkStringOutputWindow()
+    vtkOutputWindow.SetInstance(buffer)
+    yield buffer
+    vtkOutputWindow.SetInstance(previous)
+    assert buffer.GetOutput() == "", f"VTK printed: {buffer.GetOutput()}"

@@ -192,3 +192,11 @@ def refine_labels_file(name: str, labels_path: str, output: str, params: dict[st
     result = run_label_operation(labels, name, parsed, task=task)
     write_image(result, output)
     return FileResult(output, describe(ops[name], parsed))
+
+
+def label_statistics_job(labels: LabelMap, image: Volume | None):
+    """Per-label statistics as a picklable job (the GUI runs it in a worker process: marching cubes
+    holds the GIL for as long as it runs)."""
+    from medview.algorithms.label_stats import label_statistics
+
+    return label_statistics(labels, image)

@@ -60,6 +60,7 @@ class EditingController(QObject):
             "Refine labels": window._dock("Refine labels", self.refine, Qt.DockWidgetArea.RightDockWidgetArea),
             "Label statistics": window._dock("Label statistics", self.stats, Qt.DockWidgetArea.RightDockWidgetArea),
         }
+        self.docks["Label statistics"].visibilityChanged.connect(self.stats.set_active)
         first = window.findChild(type(self.docks["Filters"]), "dock_Labels")
         for dock in self.docks.values():
             if first is not None:

@@ -8,22 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
-from vtkmodules.vtkCommonCore import vtkCommand, vtkOutputWindow, vtkStringOutputWindow
+from vtkmodules.vtkCommonCore import vtkCommand
 
 from medview.algorithms.reslice import slice_index_for
 from medview.qt.main_window import MainWindow
 from medview.qt.views.volume_view import SETTLE_MS, VolumeView3D
-
-
-@pytest.fixture
-def vtk_messages():
-    previous = vtkOutputWindow.GetInstance()
-    buffer = vtkStringOutputWindow()
-    vtkOutputWindow.SetInstance(buffer)
-    yield buffer
-    vtkOutputWindow.SetInstance(previous)
-    assert buffer.GetOutput() == "", f"VTK printed: {buffer.GetOutput()}"
 
 
 def _open(qtbot, window: MainWindow, path: Path):

@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from scipy import ndimage
-from vtkmodules.vtkCommonCore import vtkCommand, vtkOutputWindow, vtkStringOutputWindow
+from vtkmodules.vtkCommonCore import vtkCommand
 from vtkmodules.vtkFiltersSources import vtkSphereSource
 from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper, vtkRenderWindow
 
@@ -26,14 +26,9 @@ from medview.render.volume_scene import VolumeScene, detect_backend, gl_renderer
 
 
 @pytest.fixture(autouse=True)
-def vtk_messages():
-    """Collect everything VTK prints (errors, warnings) and fail the test if anything was printed."""
-    previous = vtkOutputWindow.GetInstance()
-    buffer = vtkStringOutputWindow()
-    vtkOutputWindow.SetInstance(buffer)
-    yield buffer
-    vtkOutputWindow.SetInstance(previous)
-    assert buffer.GetOutput() == "", f"VTK printed: {buffer.GetOutput()}"
+def _no_vtk_messages(vtk_messages):
+    """Every test here fails if VTK prints an error or a warning (tests/conftest.py's vtk_messages)."""
+    return vtk_messages
 
 
 @pytest.fixture(scope="session")

@@ -26,9 +26,10 @@ COLUMNS = ("Label", "Value", "Voxels", "Volume (mL)", "Mean", "Std", "Min", "Max
 
 
 def _compute(labels, image, task=None):
-    from medview.algorithms.label_stats import label_statistics
+    from medview.app.offload import run_in_process
+    from medview.app.processing import label_statistics_job
 
-    return label_statistics(labels, image, task=task)
+    return run_in_process(label_statistics_job, labels, image, task=task)
 
 
 class LabelStatsPanel(QWidget):
@@ -60,18 +61,21 @@ class LabelStatsPanel(QWidget):
         layout.addWidget(self.plot)
         layout.addLayout(row)
         self.worker: Worker | None = None
+        self.active = False  # recomputed automatically only while the panel is on screen
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.timeout.connect(self.update_stats)
         state.subscribe("labels", self._labels_changed)
 
-    def _labels_changed(self) -> None:
-        if self.isVisible():
-            self._debounce.start(600)  # after a stroke, not during it
+    def set_active(self, shown: bool) -> None:
+        """The panel's tab is on screen (QDockWidget.visibilityChanged): keep the table up to date."""
+        self.active = bool(shown)
+        if self.active:
+            self._debounce.start(0)
 
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
-        super().showEvent(event)
-        self._debounce.start(0)
+    def _labels_changed(self) -> None:
+        if self.active:
+            self._debounce.start(600)  # after a stroke, not during it
 
     def update_stats(self) -> Worker | None:
         labels, volume = self.state.labels, self.state.volume

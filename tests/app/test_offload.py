@@ -1,0 +1,42 @@
+"""Jobs that hold the GIL run in the worker-process pool, with the same result and a working cancel."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from medview.app.offload import run_in_process
+from medview.core.errors import CancelledError
+from medview.core.tasks import TaskContext
+
+
+def _pid_and_sum(array: np.ndarray) -> tuple[int, float]:
+    return os.getpid(), float(array.sum())
+
+
+def _slow(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_runs_in_another_process_with_the_same_result() -> None:
+    array = np.arange(1000, dtype=np.float64)
+    pid, total = run_in_process(_pid_and_sum, array)
+    assert total == float(array.sum())
+    from medview.io.dicom import parallel
+
+    if parallel.pool_available():
+        assert pid != os.getpid()
+
+
+def test_cancel_returns_within_the_polling_interval() -> None:
+    task = TaskContext()
+    threading.Timer(0.2, task.token.cancel).start()
+    start = time.perf_counter()
+    with pytest.raises(CancelledError):
+        run_in_process(_slow, 3.0, task=task)
+    assert time.perf_counter() - start < 1.0
