@@ -1,4 +1,5 @@
-"""Render the README screenshot: the bundled chest CT in the 1x3 layout, crosshair on the tumour.
+"""Render the README screenshot: the bundled chest CT in the 2x2 layout (three MPR views and the 3D panel),
+crosshair on the tumour, the 3D view cut at the coronal plane through it.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python packaging/screenshot.py packaging/screenshot.png
 """
@@ -20,6 +21,7 @@ def main(out: str) -> int:
     window = MainWindow()
     window.resize(1600, 900)
     window.show()
+    window.set_layout("2x2")
 
     def labels_ready() -> None:
         labels = window.state.labels
@@ -33,7 +35,19 @@ def main(out: str) -> int:
             centre = view.world_to_view(window.state.cursor)
             view.view_box.setRange(xRange=(centre.x() - 110, centre.x() + 110),
                                    yRange=(centre.y() - 110, centre.y() + 110), padding=0)
-        QTimer.singleShot(300, lambda: (window.grab().save(out), app.quit()))
+        panel = window.grid.view_3d
+        panel.clip.setCurrentIndex(2)  # cut at the coronal plane through the crosshair: the tumour shows
+        panel._update_clipping()
+
+        def save() -> None:
+            if "label-1" not in panel.scene.actors or QThreadPool.globalInstance().activeThreadCount():
+                QTimer.singleShot(100, save)
+                return
+            panel.scene.end_interaction()
+            window.grab_with_3d().save(out)
+            app.quit()
+
+        QTimer.singleShot(300, save)
 
     window.load_finished.connect(lambda _v: QTimer.singleShot(100, labels_ready))
     window.open_path(str(sample_path("chest_ct")))
