@@ -17,7 +17,8 @@ from medview import __version__
 from medview.core.errors import MedviewError
 from medview.core.tasks import TaskContext
 
-VERBS = ("info", "convert", "view", "render", "mesh", "drr", "filter", "segment", "labels", "export-seg")
+VERBS = ("info", "convert", "view", "render", "mesh", "drr", "filter", "segment", "labels", "export-seg", "models",
+         "infer", "detect")
 
 
 def _progress_printer() -> TaskContext | None:
@@ -117,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("output", help="SEG file to write, e.g. seg.dcm")
     export.add_argument("--series", help="series UID when the folder holds several")
     export.add_argument("--description", default="Segmentation", help="SEG series description")
+
+    models = sub.add_parser("models", help="the models medview can run (bundled, user folder, --model PATH)")
+    models_sub = models.add_subparsers(dest="models_verb", metavar="ACTION")
+    models_list = models_sub.add_parser("list", help="one line per model")
+    models_list.add_argument("--json", action="store_true")
+    models_show = models_sub.add_parser("show", help="a model's card (weights checked)")
+    models_show.add_argument("name", help="model name or folder")
+
+    infer = sub.add_parser("infer", help="run a model on an image (sliding window, CPU or GPU)")
+    infer.add_argument("model", help="model name (medview models list) or folder")
+    infer.add_argument("input")
+    infer.add_argument("output", help="label map (.nii.gz/.nrrd/.mha), with <stem>_labels.json beside it")
+    infer.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    infer.add_argument("--series", help="series UID when the input has several")
+    infer.add_argument("--estimate", action="store_true", help="only time one window and print the estimate")
 
     view = sub.add_parser("view", help="open files or folders in the workstation")
     view.add_argument("paths", nargs="*")
@@ -222,6 +238,43 @@ def _run_labels(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     return 0
 
 
+def _run_models(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from medview.app.inference import list_models, show_model
+
+    if args.models_verb == "show":
+        print(json.dumps(show_model(args.name), indent=2, default=str))
+        return 0
+    if args.models_verb not in (None, "list"):
+        parser.error("models needs an action: list or show NAME")
+    rows = list_models()
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no models found (bundled: resources/models; yours: the user models folder or --model PATH)")
+    for r in rows:
+        print(f"{r.get('name', '?'):32s} {r.get('version', '') or '':8s} {r.get('task', '') or '':14s} "
+              f"{r.get('modality', '') or '':4s} {r.get('status', '')}  {r.get('folder', '')}")
+    return 0
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from medview.app.inference import estimate_time, infer_file
+
+    if args.estimate:
+        e = estimate_time(args.model, args.input, device=args.device, series=args.series, task=_progress_printer())
+        print(f"{e['model']} {e['version']}: about {e['seconds']:.1f} s here ({e['windows']} windows)")
+        return 0
+    result = infer_file(args.model, args.input, args.output, device=args.device, series=args.series,
+                        task=_progress_printer())
+    extra = f", label table {result.label_table}" if result.label_table else ""
+    print(f"wrote {result.output}: {result.model.get('model')} {result.model.get('version')} in "
+          f"{result.seconds:.1f} s{extra}")
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     # `medview PATH` and `medview --screenshot X` mean `medview view ...`
@@ -271,6 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_operation(parser, args)
         elif args.verb == "labels":
             return _run_labels(parser, args)
+        elif args.verb == "models":
+            return _run_models(parser, args)
+        elif args.verb == "infer":
+            return _run_infer(args)
         elif args.verb == "export-seg":
             from medview.app.processing import export_seg_file
 

@@ -1,0 +1,99 @@
+"""Model commands shared by the GUI and the CLI: list and show models, run one on a file, estimate its time.
+
+Validation comes first (the model's card and weights, the output path) so a mistake is reported before
+minutes are spent reading a study or running a network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medview.core.errors import WriteError
+from medview.core.labels import LabelMap
+from medview.core.tasks import TaskContext, report
+from medview.core.volume import Volume
+from medview.inference import backends, cards, pipeline
+from medview.io.readers import open_image
+from medview.io.writers import check_output_path, write_image
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One row per model medview can see (name, version, task, modality, folder, status)."""
+    return [entry.summary() for entry in cards.list_models()]
+
+
+def show_model(name: str) -> dict[str, Any]:
+    """Everything the card says about a model (by name or folder path), weights checked against its SHA-256."""
+    card = cards.find_model(name, verify_weights=True)
+    return {**card.summary(), "weights_verified": True}
+
+
+def label_table_path(output: str | os.PathLike[str]) -> Path:
+    """``<stem>_labels.json`` beside a label file: the table :func:`medview.app.label_maps.open_label_map`
+    reads back (names and colours), here with the model's provenance too."""
+    path = Path(output)
+    return path.parent / f"{path.name.split('.')[0]}_labels.json"
+
+
+def _write_label_table(labels: LabelMap, output: str, provenance: dict[str, Any]) -> str:
+    table: dict[str, Any] = {str(e.value): {"name": e.name, "color": list(e.color)} for e in labels.labels}
+    table["model"] = provenance
+    path = label_table_path(output)
+    try:
+        path.write_text(json.dumps(table, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise WriteError(f"Could not write the label table {path}: {exc.strerror}") from None
+    return str(path)
+
+
+@dataclass
+class InferenceResult:
+    """What ``medview infer`` reports: files written, the model's provenance and the time taken."""
+
+    output: str
+    result: LabelMap | Volume
+    model: dict[str, Any]
+    seconds: float
+    label_table: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def infer_file(model: str, input: str, output: str, device: str = "auto", task: TaskContext | None = None,
+               series: str | None = None, batch_size: int | None = None,
+               memory_budget_mb: float | None = None) -> InferenceResult:
+    """Run ``model`` (name or folder) on the image at ``input`` and write the result to ``output``.
+
+    A segmentation is written as a label image with ``<stem>_labels.json`` beside it (label names,
+    colours and the model's name, version and card hash); an image-to-image model writes a float32 image.
+    """
+    check_output_path(output)
+    card = cards.find_model(model, verify_weights=True)
+    backends.device_for(card, device)
+    volume = open_image(input, series=series, task=task)
+    start = time.perf_counter()
+    result = pipeline.run_model(card, volume, device=device, task=task, batch_size=batch_size,
+                                memory_budget_mb=memory_budget_mb)
+    seconds = time.perf_counter() - start
+    report(task, 1.0, f"Writing {os.path.basename(output)}", force=True)
+    write_image(result, output)
+    provenance = pipeline.provenance(card)
+    table = _write_label_table(result, output, provenance) if isinstance(result, LabelMap) else None
+    return InferenceResult(output, result, provenance, seconds, table, list(volume.warnings))
+
+
+def estimate_time(model: str, input: str, device: str = "auto", series: str | None = None,
+                  task: TaskContext | None = None) -> dict[str, Any]:
+    """How long ``model`` would take on ``input`` here: one window timed, times the window count."""
+    card = cards.find_model(model, verify_weights=True)
+    backends.device_for(card, device)
+    volume = open_image(input, series=series, task=task)
+    grid = pipeline.model_grid(volume.geometry, card.spacing_mm)
+    windows = pipeline.count_windows(grid.shape, card.patch_size)
+    seconds = pipeline.estimate_seconds(card, volume, device=device)
+    return {"model": card.name, "version": card.version, "seconds": seconds, "windows": windows,
+            "model_grid_shape": list(grid.shape), "spacing_mm": list(card.spacing_mm)}
