@@ -97,3 +97,31 @@ def estimate_time(model: str, input: str, device: str = "auto", series: str | No
     seconds = pipeline.estimate_seconds(card, volume, device=device)
     return {"model": card.name, "version": card.version, "seconds": seconds, "windows": windows,
             "model_grid_shape": list(grid.shape), "spacing_mm": list(card.spacing_mm)}
+
+
+def model_card(name: str) -> dict[str, Any]:
+    """A model's card as a dict (weights checked), for the AI panel's details."""
+    return cards.find_model(name, verify_weights=True).summary()
+
+
+def estimate_volume(model: str, volume: Volume, device: str = "auto", task: TaskContext | None = None
+                    ) -> dict[str, Any]:
+    """Estimated run time of ``model`` on an open study: one window timed here, times the window count."""
+    card = cards.find_model(model, verify_weights=True)
+    backends.device_for(card, device)
+    grid = pipeline.model_grid(volume.geometry, card.spacing_mm)
+    return {"seconds": pipeline.estimate_seconds(card, volume, device=device),
+            "windows": pipeline.count_windows(grid.shape, card.patch_size)}
+
+
+def infer_volume(model: str, volume: Volume, device: str = "auto", task: TaskContext | None = None
+                 ) -> LabelMap | Volume:
+    """Run ``model`` on an open study (the AI panel's job): a LabelMap or, for image-to-image, a Volume."""
+    card = cards.find_model(model, verify_weights=True)
+    backends.device_for(card, device)
+    return pipeline.run_model(card, volume, device=device, task=task)
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device (imports torch)."""
+    return backends.cuda_available()

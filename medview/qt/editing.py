@@ -48,6 +48,11 @@ class EditingController(QObject):
         self.filters = ProcessingPanel(state, "filter")
         self.segmentation = ProcessingPanel(state, "segment")
         self.refine = ProcessingPanel(state, "labels")
+        from medview.qt.panels.ai import AIPanel
+
+        self.ai = AIPanel(state)
+        self.ai.finished.connect(self._model_result)
+        self.ai.failed.connect(lambda message: QMessageBox.warning(self.window, "AI", message))
         self.stats = LabelStatsPanel(state)
         self.filters.finished.connect(self._filtered)
         self.segmentation.finished.connect(self._segmented)
@@ -58,6 +63,7 @@ class EditingController(QObject):
             "Filters": window._dock("Filters", self.filters, Qt.DockWidgetArea.RightDockWidgetArea),
             "Segmentation": window._dock("Segmentation", self.segmentation, Qt.DockWidgetArea.RightDockWidgetArea),
             "Refine labels": window._dock("Refine labels", self.refine, Qt.DockWidgetArea.RightDockWidgetArea),
+            "AI": window._dock("AI", self.ai, Qt.DockWidgetArea.RightDockWidgetArea),
             "Label statistics": window._dock("Label statistics", self.stats, Qt.DockWidgetArea.RightDockWidgetArea),
         }
         self.docks["Label statistics"].visibilityChanged.connect(self.stats.set_active)
@@ -127,6 +133,12 @@ class EditingController(QObject):
             self.state.set_labels(labels)
         self.window.statusBar().showMessage(f"{description}: {len(labels.present_values())} label(s)", 10000)
         self._update_actions()
+
+    def _model_result(self, result, description: str) -> None:
+        if isinstance(result, LabelMap):
+            self._segmented(result, description)
+        else:
+            self._filtered(result, description)
 
     def new_label_map(self) -> None:
         try:
@@ -249,7 +261,7 @@ class EditingController(QObject):
 
     def shutdown(self, clean: bool = True) -> None:
         self.autosave_timer.stop()
-        for panel in (self.filters, self.segmentation, self.refine):
+        for panel in (self.filters, self.segmentation, self.refine, self.ai):
             panel.shutdown()
         self.stats.shutdown()  # a save or autosave under way finishes (atomically): the app waits for workers
         if clean and self.autosave is not None:

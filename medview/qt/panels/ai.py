@@ -1,0 +1,181 @@
+"""AI panel: the models medview can see, their cards, a device choice, an estimated time, Run/Cancel.
+
+Every step is a job of ``medview.app.inference`` in the one worker mechanism: torch is imported in the
+worker, never at start-up.  A segmentation result becomes the label map (one undo step when it replaces
+labels on the same grid); an image-to-image result becomes the shown volume.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from medview.app.viewer import ViewerState
+from medview.core.errors import MedviewError
+from medview.qt.workers import Worker, release_when_done, start
+
+
+def _card_html(card: dict) -> str:
+    prov = card.get("provenance") or {}
+    metrics = prov.get("metrics") or {}
+    labels = ", ".join(f"{e['value']} {e['name']}" for e in card.get("labels", []))
+    rows = [("Version", card.get("version")), ("Task", card.get("task")), ("Modality", card.get("modality")),
+            ("Spacing (mm)", " x ".join(f"{s:g}" for s in card.get("spacing_mm", []))),
+            ("Patch (z, y, x)", " x ".join(str(s) for s in card.get("patch_size", []))),
+            ("Labels", labels), ("License", card.get("license")),
+            ("Training data", prov.get("training_data")),
+            ("Measured", ", ".join(f"{k} {v}" for k, v in metrics.items()) if metrics else "-"),
+            ("Weights", f"{card.get('weights', {}).get('format')} (sha256 checked)")]
+    body = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows if v)
+    warn = f"<p style='color:#b00'>{card['disclaimer']}</p>" if card.get("disclaimer") else ""
+    return f"<h3>{card.get('name')}</h3><table>{body}</table>{warn}"
+
+
+class AIPanel(QWidget):
+    finished = Signal(object, str)  # result, description
+    failed = Signal(str)
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.models = QListWidget()
+        self.models.currentTextChanged.connect(self._show_card)
+        self.details = QTextBrowser()
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.device.setToolTip("auto: CUDA when torch sees a GPU, else the CPU")
+        self.estimate_button = QPushButton("Estimate time")
+        self.estimate_button.clicked.connect(self.estimate)
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Device"))
+        row.addWidget(self.device)
+        row.addWidget(self.estimate_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.models, 1)
+        layout.addWidget(self.details, 2)
+        layout.addLayout(row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        self.worker: Worker | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """List the models (cards only: no weights are loaded and torch is not imported)."""
+        from medview.app.inference import list_models
+
+        self.models.clear()
+        try:
+            rows = list_models()
+        except MedviewError as exc:
+            self.status.setText(str(exc))
+            return
+        for r in rows:
+            if r.get("status") == "ready":  # invalid cards and external tools are listed by the CLI only
+                self.models.addItem(r["name"])
+        if not self.models.count():
+            self.status.setText("No models installed (resources/models, the user models folder).")
+        else:
+            self.models.setCurrentRow(0)
+
+    def _show_card(self, name: str) -> None:
+        if not name:
+            self.details.clear()
+            return
+        from medview.app.inference import model_card
+
+        try:
+            self.details.setHtml(_card_html(model_card(name)))
+        except MedviewError as exc:
+            self.details.setPlainText(str(exc))
+
+    def _start(self, fn, *args, on_done) -> Worker | None:
+        volume = self.state.volume
+        name = self.models.currentItem().text() if self.models.currentItem() else ""
+        if volume is None or self.state.loading or not name:
+            self.status.setText("Open a study and choose a model first.")
+            return None
+        if self.worker is not None and not self.worker.done:
+            return None
+        self.worker = Worker(fn, name, volume, self.device.currentText(), *args)
+        self.worker.signals.progress.connect(self._progress)
+        self.worker.signals.finished.connect(lambda result, n=name: on_done(result, n))
+        self.worker.signals.failed.connect(self._failed)
+        self.worker.signals.cancelled.connect(self._cancelled)
+        self.run_button.setEnabled(False)
+        self.estimate_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        start(self.worker)
+        return self.worker
+
+    def estimate(self) -> Worker | None:
+        from medview.app.inference import estimate_volume
+
+        self.status.setText("Timing one window…")
+        return self._start(estimate_volume, on_done=self._estimated)
+
+    def run(self) -> Worker | None:
+        from medview.app.inference import infer_volume
+
+        self.status.setText("Running…")
+        return self._start(infer_volume, on_done=self._done)
+
+    def cancel(self) -> None:
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 100))
+        self.progress.setFormat(message[:40] or "%p%")
+
+    def _end(self) -> None:
+        self.run_button.setEnabled(True)
+        self.estimate_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setVisible(False)
+
+    def _estimated(self, estimate: dict, name: str) -> None:
+        self._end()
+        self.status.setText(f"{name}: about {estimate['seconds']:.1f} s here ({estimate['windows']} windows)")
+
+    def _done(self, result, name: str) -> None:
+        self._end()
+        self.status.setText(f"Done: {name}")
+        self.finished.emit(result, f"Model {name}")
+
+    def _failed(self, message: str) -> None:
+        self._end()
+        self.status.setText(message)
+        self.failed.emit(message)
+
+    def _cancelled(self) -> None:
+        self._end()
+        self.status.setText("Cancelled; the study is unchanged.")
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            release_when_done(self.worker)
