@@ -76,6 +76,7 @@ class ViewerState:
     # one undo history for every change to the label map ("labels") and the volume ("volume")
     history: History = field(default_factory=History, repr=False)
     active_label: int = 1  # the value the paint and fill tools write
+    detections: Any = None  # a medview.core.detections.DetectionSet shown over the slices, or None
     _planes: dict[tuple, Plane] = field(default_factory=dict, repr=False)
     _view_normals: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
     _fill: dict[int, float] = field(default_factory=dict, repr=False)
@@ -421,6 +422,12 @@ class ViewerState:
     def set_label_outline(self, outline: bool) -> None:
         self.label_display.outline = bool(outline)
         self.emit("labels")
+
+    # -- detections -----------------------------------------------------------------------------
+    def set_detections(self, detections: Any) -> None:
+        """Show a DetectionSet (points or boxes with scores, LPS mm) over the slices; None hides it."""
+        self.detections = detections
+        self.emit("detections")
 
     # -- measurements ---------------------------------------------------------------------------
     def add_measurement(self, measurement: Measurement) -> Measurement:

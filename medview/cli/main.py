@@ -134,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--series", help="series UID when the input has several")
     infer.add_argument("--estimate", action="store_true", help="only time one window and print the estimate")
 
+    detect = sub.add_parser("detect", help="find nodule-like blobs (LoG/DoG) and write them as JSON (LPS mm)")
+    detect.add_argument("input")
+    detect.add_argument("output", help="JSON file: centres in LPS mm, diameters, scores")
+    detect.add_argument("--method", default="blob", help="detector (blob)")
+    detect.add_argument("--diameter", default="4-30", metavar="MIN-MAX", help="diameter range in mm (default 4-30)")
+    detect.add_argument("--mask", help="label map: search only inside its non-zero voxels")
+    detect.add_argument("--param", action="append", metavar="NAME=VALUE", help="detector parameter (repeatable)")
+    detect.add_argument("--series", help="series UID when the input has several")
+
     view = sub.add_parser("view", help="open files or folders in the workstation")
     view.add_argument("paths", nargs="*")
     view.add_argument("--series", help="series UID to open first")
@@ -275,6 +284,31 @@ def _run_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_range(text: str) -> tuple[float, float]:
+    parts = text.replace(",", "-").split("-") if text.count("-") == 1 or "," in text else None
+    try:
+        if not parts or len(parts) != 2:
+            raise ValueError
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise MedviewError(f"--diameter must look like 4-30 (mm), got {text!r}") from None
+
+
+def _run_detect(args: argparse.Namespace) -> int:
+    from medview.algorithms.operations import parse_assignments
+    from medview.app.detection import detect_file
+
+    found = detect_file(args.input, args.output, method=args.method, diameter=_parse_range(args.diameter),
+                        params=parse_assignments(args.param), mask_path=args.mask, series=args.series,
+                        task=_progress_printer())
+    print(f"wrote {args.output}: {len(found.detections)} candidate(s) ({found.method})")
+    for d in found.detections[:10]:
+        size = f"{d.diameter_mm:.1f} mm" if d.diameter_mm else "-"
+        print(f"    LPS ({d.center_lps[0]:.1f}, {d.center_lps[1]:.1f}, {d.center_lps[2]:.1f}) mm  {size}  "
+              f"score {d.score:.3g}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     # `medview PATH` and `medview --screenshot X` mean `medview view ...`
@@ -328,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_models(parser, args)
         elif args.verb == "infer":
             return _run_infer(args)
+        elif args.verb == "detect":
+            return _run_detect(args)
         elif args.verb == "export-seg":
             from medview.app.processing import export_seg_file
 

@@ -49,7 +49,9 @@ class EditingController(QObject):
         self.segmentation = ProcessingPanel(state, "segment")
         self.refine = ProcessingPanel(state, "labels")
         from medview.qt.panels.ai import AIPanel
+        from medview.qt.panels.detections import DetectionsPanel
 
+        self.detections = DetectionsPanel(state)
         self.ai = AIPanel(state)
         self.ai.finished.connect(self._model_result)
         self.ai.failed.connect(lambda message: QMessageBox.warning(self.window, "AI", message))
@@ -64,6 +66,7 @@ class EditingController(QObject):
             "Segmentation": window._dock("Segmentation", self.segmentation, Qt.DockWidgetArea.RightDockWidgetArea),
             "Refine labels": window._dock("Refine labels", self.refine, Qt.DockWidgetArea.RightDockWidgetArea),
             "AI": window._dock("AI", self.ai, Qt.DockWidgetArea.RightDockWidgetArea),
+            "Detections": window._dock("Detections", self.detections, Qt.DockWidgetArea.RightDockWidgetArea),
             "Label statistics": window._dock("Label statistics", self.stats, Qt.DockWidgetArea.RightDockWidgetArea),
         }
         self.docks["Label statistics"].visibilityChanged.connect(self.stats.set_active)
@@ -261,7 +264,7 @@ class EditingController(QObject):
 
     def shutdown(self, clean: bool = True) -> None:
         self.autosave_timer.stop()
-        for panel in (self.filters, self.segmentation, self.refine, self.ai):
+        for panel in (self.filters, self.segmentation, self.refine, self.ai, self.detections):
             panel.shutdown()
         self.stats.shutdown()  # a save or autosave under way finishes (atomically): the app waits for workers
         if clean and self.autosave is not None:

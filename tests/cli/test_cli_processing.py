@@ -98,3 +98,18 @@ def test_bad_input_exits_3_without_traceback(args, message, ct_nrrd: Path, tmp_p
     assert message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob("seg*"))
+
+
+def test_detect_writes_candidates_in_lps_mm(tmp_path: Path) -> None:
+    out = tmp_path / "found.json"
+    r = run("detect", str(sample_path("chest_ct")), str(out), "--method", "blob", "--diameter", "8-30")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["coordinates"] == "LPS mm" and data["detections"]
+    label = sitk.ReadImage(str(sample_path("chest_ct_label")))
+    idx = np.argwhere(sitk.GetArrayFromImage(label) > 0)[:, ::-1].astype(float)
+    centroid = np.array(label.TransformContinuousIndexToPhysicalPoint(idx.mean(axis=0).tolist()))
+    best = data["detections"][0]  # the highest score first
+    assert np.linalg.norm(np.array(best["center_lps"]) - centroid) < 10.0
+    bad = run("detect", str(sample_path("chest_ct")), str(out), "--diameter", "30-8")
+    assert bad.returncode == 3 and "Traceback" not in bad.stderr

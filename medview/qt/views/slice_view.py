@@ -127,6 +127,7 @@ class SliceView(QWidget):
         self.lines = {other: CrosshairLine(VIEW_COLORS[other]) for other in VIEWS if other != view}
         self._line_angles_key: tuple | None = None
         self.graphics.foreground_painters.insert(0, self._paint_crosshair)
+        self.graphics.foreground_painters.insert(1, self._paint_detections)
         self._palette_key: tuple | None = None
         self._palette = palette_argb32(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
         self.preview = pg.PlotDataItem(pen=pg.mkPen((255, 255, 0), width=1.5))
@@ -153,7 +154,8 @@ class SliceView(QWidget):
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         for event, handler in (("volume", self._on_volume), ("cursor", self.refresh), ("window", self._apply_levels),
                                ("labels", self._draw_labels), ("geometry_view", self._rerender),
-                               ("overlay", self._on_overlay), ("measurements", self._draw_measurements)):
+                               ("overlay", self._on_overlay), ("measurements", self._draw_measurements),
+                               ("detections", lambda: self.graphics.scene().update())):
             state.subscribe(event, handler)
 
     # -- coordinates ------------------------------------------------------------------------------
@@ -331,6 +333,33 @@ class SliceView(QWidget):
             dx, dy = dx / norm * reach, dy / norm * reach
             painter.setPen(line.pen)
             painter.drawLine(QLineF(p0.x() - dx, p0.y() - dy, p0.x() + dx, p0.y() + dy))
+
+    def _paint_detections(self, painter: QPainter, width: int, height: int) -> None:
+        """Detections whose sphere (or box) cuts this slice: a circle of the cut's radius, and the score."""
+        found = self.state.detections
+        if found is None or self.plane is None or not found.detections:
+            return
+        normal = self.plane.normal()
+        origin = np.asarray(self.plane.origin)
+        pen = QPen(QColor(0, 230, 255))
+        pen.setCosmetic(True)
+        pen.setWidthF(1.5)
+        painter.setPen(pen)
+        to_device = self.view_box.mapViewToDevice
+        for d in found.detections:
+            centre = np.asarray(d.center_lps, dtype=float)
+            radius = (d.diameter_mm or 6.0) / 2.0
+            distance = float(np.dot(centre - origin, normal))
+            if abs(distance) > radius:
+                continue
+            cut = float(np.sqrt(max(radius * radius - distance * distance, 0.0)))
+            c = self.world_to_view(centre - distance * normal)
+            p0, p1 = to_device(c), to_device(QPointF(c.x() + cut, c.y()))
+            if p0 is None or p1 is None:
+                continue
+            r = max(abs(p1.x() - p0.x()), 3.0)
+            painter.drawEllipse(p0, r, r)
+            painter.drawText(QPointF(p0.x() + r + 2, p0.y() - r), f"{d.score:.2g}")
 
     def _draw_labels(self) -> None:
         if self.state.threshold_preview is not None and self.image_data is not None and self.image_data.ndim == 2:
