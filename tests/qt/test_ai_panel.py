@@ -36,7 +36,9 @@ def test_run_a_model_from_the_panel(qtbot, window: MainWindow, chest_ct_sample: 
     volume = _open(qtbot, window, chest_ct_sample)
     panel = window.editing.ai
     panel.refresh()
-    assert [panel.models.item(i).text() for i in range(panel.models.count())] == ["bright-test"]
+    names = [panel.models.item(i).text() for i in range(panel.models.count())]
+    assert "bright-test" in names and "demo-body-lungs" in names  # the user's model and the bundled demo
+    panel.models.setCurrentRow(names.index("bright-test"))
     assert "bright-test" in panel.details.toHtml() and "not for clinical use" in panel.details.toHtml()
     worker = panel.estimate()
     qtbot.waitUntil(lambda: worker.done, timeout=60_000)
@@ -60,6 +62,8 @@ def test_cancel_leaves_the_study_unchanged(qtbot, window: MainWindow, chest_ct_s
     image_before = volume.array.copy()
     panel = window.editing.ai
     panel.refresh()
+    names = [panel.models.item(i).text() for i in range(panel.models.count())]
+    panel.models.setCurrentRow(names.index("bright-test"))
     worker = panel.run()
     worker.cancel()
     qtbot.waitUntil(lambda: worker.done, timeout=60_000)
