@@ -77,3 +77,40 @@ def test_lungs_on_the_bundled_sample_lie_in_air(card):
     assert lungs.sum() * np.prod(volume.geometry.spacing) > 1000.0
     assert float((volume.array[lungs] < -400).mean()) >= 0.90
     assert (result.array == 1).sum() > 0
+
+
+def test_onnx_export_gives_the_same_labels_as_torchscript(card, tmp_path: Path):
+    """The bundled TorchScript exported to ONNX (offline) and run through ONNX Runtime: same probabilities
+    (float32 tolerance) and the same label map on the bundled CT."""
+    import hashlib
+    import json
+    import shutil
+    import warnings
+
+    import torch
+
+    from medview.app.samples import sample_path
+
+    folder = tmp_path / "demo-onnx"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load: still how TorchScript is read
+        module = torch.jit.load(str(card.weights.path)).eval()
+    patch = torch.zeros((1, 1, *card.patch_size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (patch,), str(folder / "model.onnx"), input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
+                          dynamo=False)
+    data = json.loads(Path(card.card_path).read_text())
+    data["name"] = "demo-body-lungs-onnx"
+    data["weights"] = {"format": "onnx", "file": "model.onnx",
+                       "sha256": hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()}
+    (folder / "model.json").write_text(json.dumps(data))
+    shutil.copy(Path(card.card_path).parent / "README.md", folder / "README.md")
+    volume = open_image(sample_path("chest_ct"))
+    from_torch = run_model(card, volume, device="cpu")
+    from_onnx = run_model(str(folder), volume, device="cpu")
+    assert isinstance(from_onnx, LabelMap) and from_onnx.geometry == from_torch.geometry
+    agree = float(np.mean(from_onnx.array == from_torch.array))
+    assert agree > 0.9999, agree
