@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medview.core.errors import WriteError
+from medview.core.errors import MedviewError, WriteError
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, report
 from medview.core.volume import Volume
@@ -71,9 +71,11 @@ def infer_file(model: str, input: str, output: str, device: str = "auto", task: 
     A segmentation is written as a label image with ``<stem>_labels.json`` beside it (label names,
     colours and the model's name, version and card hash); an image-to-image model writes a float32 image.
     """
-    check_output_path(output)
     card = cards.find_model(model, verify_weights=True)
     backends.device_for(card, device)
+    if card.task == "classification":
+        return _classify_file(card, input, output, device, task, series)
+    check_output_path(output)
     volume = open_image(input, series=series, task=task)
     start = time.perf_counter()
     result = pipeline.run_model(card, volume, device=device, task=task, batch_size=batch_size,
@@ -84,6 +86,25 @@ def infer_file(model: str, input: str, output: str, device: str = "auto", task: 
     provenance = pipeline.provenance(card)
     table = _write_label_table(result, output, provenance) if isinstance(result, LabelMap) else None
     return InferenceResult(output, result, provenance, seconds, table, list(volume.warnings))
+
+
+def _classify_file(card, input: str, output: str, device: str, task: TaskContext | None,
+                   series: str | None) -> InferenceResult:
+    """A classification model writes its class probabilities as JSON."""
+    from medview.io.atomic import atomic_write_text
+
+    if not output.lower().endswith(".json"):
+        raise MedviewError(f"{card.name} is a classification model: its output is a .json file, got "
+                           f"{os.path.basename(output)}")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise WriteError(f"The output folder {parent} does not exist")
+    volume = open_image(input, series=series, task=task)
+    start = time.perf_counter()
+    result = pipeline.classify(card, volume, device=device, task=task)
+    seconds = time.perf_counter() - start
+    atomic_write_text(output, json.dumps({"input": os.path.abspath(input), **result}, indent=2))
+    return InferenceResult(output, result, result["provenance"], seconds, None, list(volume.warnings))
 
 
 def estimate_time(model: str, input: str, device: str = "auto", series: str | None = None,
@@ -119,6 +140,8 @@ def infer_volume(model: str, volume: Volume, device: str = "auto", task: TaskCon
     """Run ``model`` on an open study (the AI panel's job): a LabelMap or, for image-to-image, a Volume."""
     card = cards.find_model(model, verify_weights=True)
     backends.device_for(card, device)
+    if card.task == "classification":
+        return pipeline.classify(card, volume, device=device, task=task)
     return pipeline.run_model(card, volume, device=device, task=task)
 
 

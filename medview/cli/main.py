@@ -276,6 +276,9 @@ def _run_infer(args: argparse.Namespace) -> int:
         return 0
     result = infer_file(args.model, args.input, args.output, device=args.device, series=args.series,
                         task=_progress_printer())
+    if isinstance(result.result, dict):  # a classification: probabilities per class
+        probs = ", ".join(f"{k} {v:.3f}" for k, v in result.result["probabilities"].items())
+        print(f"{result.result['label']} ({probs})")
     extra = f", label table {result.label_table}" if result.label_table else ""
     print(f"wrote {result.output}: {result.model.get('model')} {result.model.get('version')} in "
           f"{result.seconds:.1f} s{extra}")

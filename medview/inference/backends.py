@@ -91,6 +91,24 @@ class TorchBackend:
         out = self.predict_tensor(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
         return _check_output(out.cpu().numpy(), batch, self.name)
 
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """Class scores ``(N, K)`` of a classification network."""
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return _as_scores(out.float().cpu().numpy(), batch, self.name)
+
+
+def _as_scores(out: np.ndarray, batch: np.ndarray, name: str) -> np.ndarray:
+    """A classification network's output as ``(N, K)``: ``(N, K)`` or ``(N, K, 1, 1, 1)`` accepted."""
+    out = np.asarray(out)
+    if out.shape[0] != batch.shape[0] or (out.ndim > 2 and int(np.prod(out.shape[2:])) != 1):
+        raise MedviewError(f"Classification model {name} returned shape {tuple(out.shape)} for input "
+                           f"{tuple(batch.shape)}; expected (N, K)")
+    return out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
+
 
 class OnnxBackend:
     """An ONNX model in ONNX Runtime (CPUExecutionProvider, or CUDAExecutionProvider on 'cuda')."""
@@ -126,6 +144,11 @@ class OnnxBackend:
         import torch
 
         return torch.from_numpy(self.predict(batch.detach().cpu().numpy()))
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """Class scores ``(N, K)`` of a classification network."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return _as_scores(self.session.run(None, {self.input_name: batch})[0], batch, self.name)
 
 
 def _load_torchscript(path: Path, name: str) -> Any:

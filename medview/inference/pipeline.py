@@ -288,8 +288,8 @@ def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task
     """
     card = _card(model)
     if card.task not in ("segmentation", "image-to-image"):
-        raise MedviewError(f"Model {card.name} is a {card.task} model; medview runs segmentation and "
-                           "image-to-image models so far")
+        raise MedviewError(f"Model {card.name} is a {card.task} model; run_model runs segmentation and "
+                           "image-to-image models (classification: classify)")
     check_cancel(task)
     grid = model_grid(volume.geometry, card.spacing_mm)
     if int(np.prod(grid.shape)) * _output_channels(card) > MAX_MODEL_GRID_VOXELS:
@@ -331,6 +331,52 @@ def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task
         result.probabilities = _probabilities(scores, card, grid, volume)  # type: ignore[attr-defined]
     report(task, 1.0, "Done", force=True)
     return result
+
+
+def classify(model: ModelCard | str, volume: Volume, device: str = "auto", task: TaskContext | None = None,
+             backend: Backend | None = None) -> dict[str, Any]:
+    """Run a classification model: the study on the card's LPS grid, centre-cropped or padded to the card's
+    patch, one forward pass, class probabilities (softmax of logits).
+
+    Returns ``{"model", "version", "probabilities": {class name: p}, "label": most probable class,
+    "provenance"}``; the study is not changed.
+    """
+    card = _card(model)
+    if card.task != "classification":
+        raise MedviewError(f"Model {card.name} is a {card.task} model, not a classification model")
+    check_cancel(task)
+    grid = model_grid(volume.geometry, card.spacing_mm)
+    backend = backend or load_backend(card, device)
+    report(task, 0.1, f"Resampling to {card.name}'s grid", force=True)
+    channels = _channels_first(volume.array, card)
+    low = float(np.min(volume.array))
+    moved = np.stack([resample_array(c, volume.geometry, grid, nearest=False, default=low) for c in channels])
+    inputs = preprocess(moved, card, volume.array)
+    fill = float(inputs.min()) if inputs.size else 0.0
+    patch = np.full((inputs.shape[0], *card.patch_size), fill, dtype=np.float32)
+    src, dst = [], []
+    for n, p in zip(inputs.shape[1:], card.patch_size, strict=True):
+        take = min(n, p)
+        s0, d0 = (n - take) // 2, (p - take) // 2
+        src.append(slice(s0, s0 + take))
+        dst.append(slice(d0, d0 + take))
+    patch[(slice(None), *dst)] = inputs[(slice(None), *src)]
+    check_cancel(task)
+    report(task, 0.6, f"Running {card.name}", force=True)
+    logits = backend.scores(patch[None])[0].astype(np.float64)
+    if logits.size != len(card.labels):
+        raise MedviewError(f"Model {card.name} gave {logits.size} class scores but its card names "
+                           f"{len(card.labels)} classes")
+    if card.output == "probabilities":
+        probs = logits
+    else:
+        e = np.exp(logits - logits.max())
+        probs = e / e.sum()
+    names = [e.name for e in card.labels]
+    report(task, 1.0, "Done", force=True)
+    return {"model": card.name, "version": card.version,
+            "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)},
+            "label": names[int(np.argmax(probs))], "provenance": provenance(card)}
 
 
 def _probabilities(scores: np.ndarray, card: ModelCard, grid: Geometry, volume: Volume) -> dict[int, Volume]:

@@ -138,6 +138,10 @@ class EditingController(QObject):
         self._update_actions()
 
     def _model_result(self, result, description: str) -> None:
+        if isinstance(result, dict):  # a classification: nothing in the study changes
+            probs = ", ".join(f"{k} {v:.2f}" for k, v in result.get("probabilities", {}).items())
+            self.window.statusBar().showMessage(f"{description}: {result.get('label')} ({probs})", 20000)
+            return
         if isinstance(result, LabelMap):
             self._segmented(result, description)
         else:

@@ -164,7 +164,11 @@ class AIPanel(QWidget):
 
     def _done(self, result, name: str) -> None:
         self._end()
-        self.status.setText(f"Done: {name}")
+        if isinstance(result, dict):  # class probabilities, most probable first
+            ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
+            self.status.setText(f"{name}: " + ", ".join(f"{k} {v:.1%}" for k, v in ranked))
+        else:
+            self.status.setText(f"Done: {name}")
         self.finished.emit(result, f"Model {name}")
 
     def _failed(self, message: str) -> None:
