@@ -9,7 +9,6 @@ the job runs here, as before.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -41,7 +40,6 @@ def run_in_process(fn: Callable[..., Any], *args: Any, task: TaskContext | None 
             except BaseException:
                 future.cancel()
                 raise
-            time.sleep(0)
         except parallel.PoolFailure as exc:  # a worker died: do it here
             parallel.disable_pool(exc)
             return fn(*args)

@@ -38,28 +38,28 @@ def _provenance(op: Operation, params: dict[str, Any]) -> dict[str, Any]:
             "text": describe(op, params)}
 
 
-def run_filter(volume: Volume, name: str, params: dict[str, Any] | None = None,
-               task: TaskContext | None = None) -> Volume:
-    """Run the filter ``name`` on ``volume`` with validated ``params`` (strings or values)."""
-    op = get_operation("filter", name)
+def _run(kind: str, volume: Volume, name: str, params: dict[str, Any] | None, task: TaskContext | None
+         ) -> tuple[Any, Operation, dict[str, Any]]:
+    """Validate ``params`` for the operation ``name`` of ``kind`` and run it: (result, operation, params)."""
+    op = get_operation(kind, name)  # type: ignore[arg-type]
     parsed = op.parse(params)
     if volume.is_color:
         raise MedviewError(f"{op.name} works on grey-scale images; this one is colour")
-    result = op.function(volume, task=task, **parsed)
-    steps = list(volume.metadata.extra.get("steps", []))
-    steps.append(_provenance(op, parsed))
-    result.metadata.extra["steps"] = steps
+    return op.function(volume, task=task, **parsed), op, parsed
+
+
+def run_filter(volume: Volume, name: str, params: dict[str, Any] | None = None,
+               task: TaskContext | None = None) -> Volume:
+    """Run the filter ``name`` on ``volume`` with validated ``params``; the result lists the steps made."""
+    result, op, parsed = _run("filter", volume, name, params, task)
+    result.metadata.extra["steps"] = [*volume.metadata.extra.get("steps", []), _provenance(op, parsed)]
     return result
 
 
 def run_segmentation(volume: Volume, method: str, params: dict[str, Any] | None = None,
                      task: TaskContext | None = None) -> LabelMap:
     """Segment ``volume`` with ``method`` (validated ``params``); the label map records how it was made."""
-    op = get_operation("segment", method)
-    parsed = op.parse(params)
-    if volume.is_color:
-        raise MedviewError(f"{op.name} works on grey-scale images; this one is colour")
-    labels = op.function(volume, task=task, **parsed)
+    labels, op, parsed = _run("segment", volume, method, params, task)
     if not isinstance(labels, LabelMap):  # pragma: no cover - a registration error
         raise MedviewError(f"{op.name} did not produce a label map")
     labels.source = labels.source or _provenance(op, parsed)["text"]
@@ -72,30 +72,30 @@ class FileResult:
     description: str
 
 
-def filter_file(name: str, input_path: str, output: str, params: dict[str, Any] | None = None,
-                series: str | None = None, task: TaskContext | None = None) -> FileResult:
-    """``medview filter``: read, filter, write with the input's exact geometry."""
-    op = get_operation("filter", name)
+def _operation_file(kind: str, name: str, input_path: str, output: str, params: dict[str, Any] | None,
+                    series: str | None, task: TaskContext | None) -> FileResult:
+    """Read, run a filter or segmentation, write the result with the input's exact geometry."""
+    op = get_operation(kind, name)  # type: ignore[arg-type]
     parsed = op.parse(params)  # before reading: a bad parameter should not cost a load
     check_output_path(output)
     volume = open_image(input_path, series=series, task=task)
-    result = run_filter(volume, op.name, parsed, task=task)
+    run = run_filter if kind == "filter" else run_segmentation
+    result = run(volume, op.name, parsed, task=task)
     report(task, 1.0, f"Writing {os.path.basename(output)}", force=True)
     write_image(result, output)
     return FileResult(output, describe(op, parsed))
 
 
+def filter_file(name: str, input_path: str, output: str, params: dict[str, Any] | None = None,
+                series: str | None = None, task: TaskContext | None = None) -> FileResult:
+    """``medview filter``: read, filter, write with the input's exact geometry."""
+    return _operation_file("filter", name, input_path, output, params, series, task)
+
+
 def segment_file(method: str, input_path: str, output: str, params: dict[str, Any] | None = None,
                  series: str | None = None, task: TaskContext | None = None) -> FileResult:
     """``medview segment``: read, segment, write the label map (NIfTI/NRRD/MHA) on the input's grid."""
-    op = get_operation("segment", method)
-    parsed = op.parse(params)
-    check_output_path(output)
-    volume = open_image(input_path, series=series, task=task)
-    labels = run_segmentation(volume, op.name, parsed, task=task)
-    report(task, 1.0, f"Writing {os.path.basename(output)}", force=True)
-    write_image(labels, output)
-    return FileResult(output, describe(op, parsed))
+    return _operation_file("segment", method, input_path, output, params, series, task)
 
 
 def export_seg_file(dicom_dir: str, labels_path: str, output: str, series: str | None = None,

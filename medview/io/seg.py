@@ -37,6 +37,7 @@ from medview.core.geometry import Geometry
 from medview.core.labels import Label, LabelMap, default_color
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume
+from medview.io.atomic import atomic_path
 from medview.io.dicom.headers import FrameRecord, looks_like_dicom, open_source, read_headers
 from medview.io.dicom.scan import SeriesInfo, group_series
 
@@ -308,15 +309,8 @@ def write_seg(
         raise MedviewError(f"Cannot build a DICOM SEG on series {info.uid}: {exc}") from None
     check_cancel(task)
     report(task, 0.9, f"Writing {os.path.basename(path)}", force=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.partial")
-    try:
+    with atomic_path(path) as tmp:  # temporary file, fsync, rename: never a partial SEG
         seg.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise WriteError(f"Could not write {path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
     report(task, 1.0, "Done", force=True)
     return path
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -11,6 +10,7 @@ from medview.core.errors import UnsupportedFormatError, WriteError
 from medview.core.geometry import Geometry
 from medview.core.labels import LabelMap
 from medview.core.volume import Volume
+from medview.io.atomic import atomic_path
 
 WRITE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -80,13 +80,9 @@ def write_picture(pixels: np.ndarray, path: str | os.PathLike[str]) -> str:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(pixels), isVector=pixels.ndim == 3)
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.partial.png")
     try:
-        sitk.WriteImage(image, tmp)
-        os.replace(tmp, path)
-    except (RuntimeError, OSError) as exc:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(image, str(tmp))
+    except RuntimeError as exc:
         raise WriteError(f"Could not write {path}: {str(exc).strip().splitlines()[-1]}") from None
     return path

@@ -250,11 +250,7 @@ class EditingController(QObject):
             except MedviewError as exc:
                 QMessageBox.warning(self.window, "Recover", str(exc))
                 return
-            self.state.set_labels(labels)
-            self.state.history = history
-            self.state.history.register("labels", labels)
-            if self.state.volume is not None:
-                self.state.history.register("volume", self.state.volume)
+            self.state.set_labels(labels, history)
             discard(recovery)
             self._update_actions()
             self.window.statusBar().showMessage(message or f"Recovered {recovery.describe()}", 10000)

@@ -252,8 +252,9 @@ class RadiographWindow(QWidget):
         self.save_button.setEnabled(True)
         self.status.setText(f"Error: {message}")
         self.save_failed.emit(message)
-        if os.environ.get("QT_QPA_PLATFORM") != "offscreen":
-            QMessageBox.warning(self, "Save radiograph", message)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Save radiograph", message, parent=self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        box.show()  # not modal: the window stays usable, and nothing waits on it
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         if self.worker is not None and not self.worker.done:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -52,7 +52,7 @@ class ProcessingPanel(QWidget):
         for name, op in self.ops.items():
             self.combo.addItem(name, name)
             self.combo.setItemData(self.combo.count() - 1, f"{op.help} [{op.library}]" if op.library else op.help,
-                                   role=3)  # Qt.ToolTipRole
+                                   Qt.ItemDataRole.ToolTipRole)
         self.help = QLabel()
         self.help.setWordWrap(True)
         self.help.setStyleSheet("color: #666;")
