@@ -133,6 +133,8 @@ class TransferFunctionEditor(QWidget):
         self._pending = False  # a change not yet sent (throttled while dragging)
         self._emit_timer = QTimer(self)
         self._emit_timer.setSingleShot(True)
+        # a coarse timer may fire up to 5 % early, which broke the promised "at most one per interval"
+        self._emit_timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._emit_timer.setInterval(EMIT_INTERVAL_MS)
         self._emit_timer.timeout.connect(self._emit_pending)
 
