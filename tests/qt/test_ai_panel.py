@@ -41,7 +41,8 @@ def test_run_a_model_from_the_panel(qtbot, window: MainWindow, chest_ct_sample: 
     panel.models.setCurrentRow(names.index("bright-test"))
     assert "bright-test" in panel.details.toHtml() and "not for clinical use" in panel.details.toHtml()
     worker = panel.estimate()
-    qtbot.waitUntil(lambda: worker.done, timeout=60_000)
+    # ``done`` is set before the queued result reaches the panel: wait for the panel's own end of the job
+    qtbot.waitUntil(lambda: worker.done and not panel.cancel_button.isEnabled(), timeout=60_000)
     assert "about" in panel.status.text() and "windows" in panel.status.text()
     before = window.state.labels.array.copy()
     with qtbot.waitSignal(panel.finished, timeout=120_000):
@@ -66,7 +67,8 @@ def test_cancel_leaves_the_study_unchanged(qtbot, window: MainWindow, chest_ct_s
     panel.models.setCurrentRow(names.index("bright-test"))
     worker = panel.run()
     worker.cancel()
-    qtbot.waitUntil(lambda: worker.done, timeout=60_000)
+    # ``done`` is set before the queued result reaches the panel: wait for the panel's own end of the job
+    qtbot.waitUntil(lambda: worker.done and not panel.cancel_button.isEnabled(), timeout=60_000)
     assert "Cancelled" in panel.status.text()  # cancel is checked before every window
     np.testing.assert_array_equal(window.state.labels.array, labels_before)
     np.testing.assert_array_equal(window.state.volume.array, image_before)

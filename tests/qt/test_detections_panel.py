@@ -20,7 +20,9 @@ def test_blob_detector_finds_the_tumour_and_selecting_it_moves_the_crosshair(qtb
     panel = window.editing.detections
     panel.low.setValue(8.0)  # nodules from 8 mm (Fleischner follow-up size): a whole-CT search in ~10 s
     worker = panel.run()
-    qtbot.waitUntil(lambda: worker.done, timeout=120_000)
+    assert worker is not None
+    # ``done`` is set before the queued result reaches the panel: wait for the panel's own end of the job
+    qtbot.waitUntil(lambda: worker.done and not panel.cancel_button.isEnabled(), timeout=120_000)
     found = window.state.detections
     assert found is not None and found.detections and panel.table.rowCount() == len(found.detections)
     g = labels.geometry
