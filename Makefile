@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.medview-installed
-EXTRAS ?= dev,ai
+EXTRAS ?= dev,ai,analysis
 
 # Qt (offscreen or X11) and VTK (OSMesa) runtime libraries
 DEBS_RUN := libglib2.0-0 libegl1 libgl1 libx11-6 libdbus-1-3 libfontconfig1 libfreetype6 libxkbcommon0 \

@@ -18,3 +18,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=24" 
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[${EXTRAS}]"
+# PyRadiomics 3.0.1 (the analysis extra's feature engine) ships only an sdist whose build imports numpy:
+# build it against the venv's pinned numpy without build isolation.
+case ",${EXTRAS}," in
+  *,analysis,*)
+    if ! "$VENV/bin/python" -c "import radiomics" >/dev/null 2>&1; then
+      echo "medview: building pyradiomics (no build isolation, against the pinned numpy)"
+      "$VENV/bin/python" -m pip install -q --disable-pip-version-check "setuptools>=70" wheel
+      "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation -c constraints.txt "pyradiomics==3.0.1"
+    fi ;;
+esac
