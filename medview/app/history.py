@@ -27,7 +27,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +68,7 @@ class Change:
     description: str
     kind: Literal["do", "undo", "redo"]
     undoable: bool = True
+    tag: Any = field(default=None, compare=False)  # the tag the step was recorded with
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class _Step:
     dtype: str
     before_z: bytes
     delta_z: bytes
+    tag: Any = None  # an opaque marker of what made the step (the replay log asks whether it is undone)
 
     @property
     def nbytes(self) -> int:
@@ -99,14 +101,14 @@ class _Step:
         return raw.view(np.dtype(self.dtype)).reshape(self.shape)
 
     @classmethod
-    def from_edit(cls, target_id: str, edit: Edit, description: str) -> _Step:
+    def from_edit(cls, target_id: str, edit: Edit, description: str, tag: Any = None) -> _Step:
         before = np.ascontiguousarray(edit.before)
         after = np.ascontiguousarray(edit.after, dtype=before.dtype)
         b = before.reshape(-1).view(np.uint8)
         delta = np.bitwise_xor(after.reshape(-1).view(np.uint8), b)
         # level 1: label data compresses nearly as well as at level 6, several times faster on big edits
         return cls(target_id, description, tuple(int(s.start) for s in edit.bbox), tuple(before.shape),  # type: ignore[arg-type]
-                   before.dtype.str, zlib.compress(b, 1), zlib.compress(delta, 1))
+                   before.dtype.str, zlib.compress(b, 1), zlib.compress(delta, 1), tag)
 
 
 def _array_of(target: Any) -> np.ndarray:
@@ -240,8 +242,10 @@ class History:
         self.version += 1
 
     # -- recording --------------------------------------------------------------------------------
-    def record(self, target_id: str, edit: Edit, description: str | None = None) -> Change | None:
-        """Remember an edit that has already been applied to the target.  Returns None for an empty edit."""
+    def record(self, target_id: str, edit: Edit, description: str | None = None, tag: Any = None) -> Change | None:
+        """Remember an edit that has already been applied to the target.  Returns None for an empty edit.
+
+        ``tag``: any object identifying what made the step; :meth:`is_undone` answers for it later."""
         array = _array_of(self.target(target_id))
         if edit.is_empty:
             return None
@@ -249,7 +253,7 @@ class History:
             raise ValueError(f"Edit bbox {edit.bbox} lies outside the target's shape {array.shape}")
         if not np.array_equal(array[edit.bbox], edit.after):  # recorded before being applied: undo would corrupt
             raise ValueError(f"record() needs an applied edit: {target_id} does not hold its values (use perform())")
-        step = _Step.from_edit(target_id, edit, description or edit.description or "Edit")
+        step = _Step.from_edit(target_id, edit, description or edit.description or "Edit", tag)
         self._memory -= sum(s.nbytes for s in self._redo)  # a new change ends the redo branch
         self._redo.clear()
         self._undo.append(step)
@@ -257,15 +261,19 @@ class History:
         self._enforce_budget()
         self.version += 1
         kept = bool(self._undo) and self._undo[-1] is step
-        return Change(target_id, step.bbox, step.description, "do", undoable=kept)
+        return Change(target_id, step.bbox, step.description, "do", undoable=kept, tag=tag)
 
-    def perform(self, target_id: str, edit: Edit, description: str | None = None) -> Change | None:
+    def perform(self, target_id: str, edit: Edit, description: str | None = None, tag: Any = None) -> Change | None:
         """Apply ``edit`` to the target and record it: the usual way to make a change."""
         target = self.target(target_id)
         if edit.is_empty:
             return None
         self._write(target, edit.bbox, edit.after)
-        return self.record(target_id, edit, description)
+        return self.record(target_id, edit, description, tag)
+
+    def is_undone(self, tag: Any) -> bool:
+        """True when the step recorded with ``tag`` has been undone (and not redone)."""
+        return tag is not None and any(s.tag is tag for s in self._redo)
 
     def _enforce_budget(self) -> None:
         while self._memory > self.budget_bytes and self._undo:
@@ -314,7 +322,7 @@ class History:
         self._swap(step, step.after(), step.before(), "Undo")
         self._redo.append(self._undo.pop())
         self.version += 1
-        return Change(step.target_id, step.bbox, step.description, "undo")
+        return Change(step.target_id, step.bbox, step.description, "undo", tag=step.tag)
 
     def redo(self) -> Change:
         """Re-apply the most recently undone step; returns what changed."""
@@ -324,7 +332,7 @@ class History:
         self._swap(step, step.before(), step.after(), "Redo")
         self._undo.append(self._redo.pop())
         self.version += 1
-        return Change(step.target_id, step.bbox, step.description, "redo")
+        return Change(step.target_id, step.bbox, step.description, "redo", tag=step.tag)
 
     def _swap(self, step: _Step, expected: np.ndarray, new: np.ndarray, verb: str) -> None:
         target = self.target(step.target_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medview.app import replay
 from medview.core.errors import MedviewError, WriteError
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, report
@@ -142,7 +143,13 @@ def infer_volume(model: str, volume: Volume, device: str = "auto", task: TaskCon
     backends.device_for(card, device)
     if card.task == "classification":
         return pipeline.classify(card, volume, device=device, task=task)
-    return pipeline.run_model(card, volume, device=device, task=task)
+    result = pipeline.run_model(card, volume, device=device, task=task)
+    step = replay.infer_step(model, device)
+    if isinstance(result, LabelMap):
+        result.provenance["step"] = step
+    else:
+        result.metadata.extra["replay_step"] = step
+    return result
 
 
 def cuda_available() -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medview.algorithms.operations import Operation, get_operation
+from medview.app import replay
 from medview.core.errors import MedviewError
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, report
@@ -53,6 +54,7 @@ def run_filter(volume: Volume, name: str, params: dict[str, Any] | None = None,
     """Run the filter ``name`` on ``volume`` with validated ``params``; the result lists the steps made."""
     result, op, parsed = _run("filter", volume, name, params, task)
     result.metadata.extra["steps"] = [*volume.metadata.extra.get("steps", []), _provenance(op, parsed)]
+    result.metadata.extra["replay_step"] = replay.filter_step(op.name, parsed)
     return result
 
 
@@ -63,6 +65,7 @@ def run_segmentation(volume: Volume, method: str, params: dict[str, Any] | None 
     if not isinstance(labels, LabelMap):  # pragma: no cover - a registration error
         raise MedviewError(f"{op.name} did not produce a label map")
     labels.source = labels.source or _provenance(op, parsed)["text"]
+    labels.provenance["step"] = replay.segment_step(op.name, parsed)
     return labels
 
 
@@ -175,7 +178,10 @@ def run_label_operation(labels: LabelMap, name: str, params: dict[str, Any] | No
     if name not in ops:
         raise MedviewError(f"Unknown label operation {name!r}; choose one of {', '.join(ops)}")
     op = ops[name]
-    return op.function(labels, task=task, **op.parse(params))
+    parsed = op.parse(params)
+    result = op.function(labels, task=task, **parsed)
+    result.provenance["step"] = replay.refine_step(op.name, parsed)
+    return result
 
 
 def refine_labels_file(name: str, labels_path: str, output: str, params: dict[str, Any] | None = None,

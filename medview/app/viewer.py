@@ -19,6 +19,7 @@ from medview.algorithms.label_edit import Edit
 from medview.algorithms.reslice import VIEW_FRAMES, Plane, step_mm, view_plane
 from medview.app.history import Change, History
 from medview.app.measurements import Measurement, MeasurementList
+from medview.app.replay import StepLog, features_step, step_of
 from medview.core.errors import MedviewError
 from medview.core.labels import Label, LabelMap, default_color
 from medview.core.resources import preset_path
@@ -77,6 +78,8 @@ class ViewerState:
     history: History = field(default_factory=History, repr=False)
     active_label: int = 1  # the value the paint and fill tools write
     detections: Any = None  # a medview.core.detections.DetectionSet shown over the slices, or None
+    # what was applied to this study, as pipeline steps (exported for `medview batch`); follows undo/redo
+    steps: StepLog = field(default_factory=StepLog, repr=False)
     _planes: dict[tuple, Plane] = field(default_factory=dict, repr=False)
     _view_normals: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
     _fill: dict[int, float] = field(default_factory=dict, repr=False)
@@ -95,15 +98,21 @@ class ViewerState:
             callback(*args)
 
     # -- volume ---------------------------------------------------------------------------------
-    def set_volume(self, volume: Volume, keep_view: bool = False, loading: bool = False) -> None:
+    def set_volume(self, volume: Volume, keep_view: bool = False, loading: bool = False,
+                   derived: bool = False) -> None:
         """Show ``volume``: cursor at its centre, the file's window (else CT default or percentiles).
 
         ``loading`` marks a volume whose slices are still arriving (only its middle slice is there):
         views across the slices wait for the complete volume instead of drawing empty data.
+        ``derived``: a result computed from the current image (a filter that changed the grid), which keeps
+        the replay log; any other new volume is a new study and starts a new log.
         """
         self.loading = loading
         same_grid = self.volume is not None and self.volume.geometry == volume.geometry
         if volume is not self.volume:
+            self.steps.prune(self.history)
+            if not derived:
+                self.steps.clear()
             self.history.forget("volume")  # its steps belong to the image that is closing
             self.history.register("volume", volume)
         self.volume = volume
@@ -270,10 +279,19 @@ class ViewerState:
         self.emit("geometry_view")
 
     # -- labels -----------------------------------------------------------------------------------
-    def set_labels(self, labels: LabelMap | None, history: History | None = None) -> None:
-        """Show ``labels`` (on the image's grid); ``history``: its undo history, reopened from disk."""
+    def set_labels(self, labels: LabelMap | None, history: History | None = None,
+                   step: dict[str, Any] | None = None, description: str = "") -> None:
+        """Show ``labels`` (on the image's grid); ``history``: its undo history, reopened from disk.
+
+        ``step``: the pipeline step that made ``labels`` (a segmentation or model result on a new map),
+        recorded in the replay log.  A label map opened while steps are logged is logged as a manual step."""
         if labels is not None and self.volume is not None and not labels.geometry.is_same_grid(self.volume.geometry):
             raise MedviewError("The label map is not on the image's grid (resampling comes with label import)")
+        self.steps.prune(self.history)
+        if step is not None:
+            self.steps.begin(step, description or next(iter(step)), self.history)
+        elif labels is not None and labels is not self.labels and self.steps.entries:
+            self.steps.begin(None, description or f"Label map {labels.source or 'replaced'}", self.history)
         if history is not None and labels is not None:
             history.register("labels", labels)
             if self.volume is not None:
@@ -299,37 +317,58 @@ class ViewerState:
         self.set_labels(labels)
         return labels
 
-    def edit_labels(self, edit: Edit, description: str | None = None) -> Change | None:
-        """Apply an edit of the label map and record it (undoable); redraws the views."""
+    def edit_labels(self, edit: Edit, description: str | None = None, step: dict[str, Any] | None = None
+                    ) -> Change | None:
+        """Apply an edit of the label map and record it (undoable); redraws the views.
+
+        ``step``: the pipeline step that made it, for the replay log (None: a hand edit)."""
         if self.labels is None:
             raise MedviewError("There is no label map to edit")
-        change = self.history.perform("labels", edit, description)
+        entry = self.steps.begin(step, description or edit.description or "Edit", self.history)
+        change = self.history.perform("labels", edit, description, tag=entry)
         if change is not None:
             self._labels_changed()
         return change
 
-    def replace_label_array(self, array: np.ndarray, description: str) -> Change | None:
+    def replace_label_array(self, array: np.ndarray, description: str, step: dict[str, Any] | None = None
+                            ) -> Change | None:
         """A whole-map result (segmentation, morphology) as one undoable step on the current label map."""
         from medview.algorithms.label_edit import replace_array
 
         if self.labels is None:
             raise MedviewError("There is no label map to replace")
-        return self.edit_labels(replace_array(self.labels, array, description), description)
+        return self.edit_labels(replace_array(self.labels, array, description), description, step=step)
 
-    def replace_volume(self, volume: Volume, description: str) -> Change | None:
-        """A filter result: undoable when it keeps the grid and data type, otherwise a new image."""
+    def replace_volume(self, volume: Volume, description: str, step: dict[str, Any] | None = None
+                       ) -> Change | None:
+        """A filter result: undoable when it keeps the grid and data type, otherwise a new image.
+
+        ``step``: the pipeline step that made it (default: the one the result records), for the replay log."""
         from medview.algorithms.label_edit import diff_edit
 
+        step = step if step is not None else step_of(volume)
         current = self.volume
         if (current is not None and current.geometry == volume.geometry and current.array.dtype == volume.array.dtype
                 and current.array.shape == volume.array.shape and not self.loading):
-            change = self.history.perform("volume", diff_edit(current.array, volume.array, description), description)
+            entry = self.steps.begin(step, description, self.history)
+            change = self.history.perform("volume", diff_edit(current.array, volume.array, description), description,
+                                          tag=entry)
             current.metadata.extra["steps"] = volume.metadata.extra.get("steps", [])
             self._fill.pop(id(current), None)
             self.emit("volume")
             return change
-        self.set_volume(volume, keep_view=True)
+        self.set_volume(volume, keep_view=True, derived=True)
+        self.steps.begin(step, description, self.history)
         return None
+
+    def record_features(self, label: int, params: Any = None, description: str = "") -> None:
+        """Log a feature computation on the current study (it changes no data, so undo leaves it)."""
+        self.steps.begin(features_step(label, params), description or f"Features of label {label}", self.history,
+                         ends_redo=False)
+
+    def export_pipeline(self, path: str, description: str = "") -> list[str]:
+        """Write the logged steps in effect as a pipeline file for ``medview batch``; returns warnings."""
+        return self.steps.save(path, self.history, description)
 
     def undo(self) -> Change:
         change = self.history.undo()
@@ -338,6 +377,7 @@ class ViewerState:
 
     def redo(self) -> Change:
         change = self.history.redo()
+        self.steps.redone(change.tag)
         self._after_history(change)
         return change
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,8 @@ class LabelMap:
     geometry: Geometry
     labels: list[Label] = field(default_factory=list)
     source: str = ""
+    # how the map was made, machine-readable (e.g. {"step": <pipeline step>}); ``source`` is the text
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
     _counts: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -123,6 +123,9 @@ class EditingController(QObject):
         self._update_actions()
 
     def _segmented(self, labels: LabelMap, description: str) -> None:
+        from medview.app.replay import step_of
+
+        step = step_of(labels)
         current = self.state.labels
         if current is not None and current.geometry.is_same_grid(labels.geometry):
             names = {e.value: e for e in current.labels}
@@ -131,9 +134,9 @@ class EditingController(QObject):
                     current.labels.append(entry)
                 else:
                     names[entry.value].name = entry.name
-            self.state.replace_label_array(labels.array, description)
+            self.state.replace_label_array(labels.array, description, step=step)
         else:
-            self.state.set_labels(labels)
+            self.state.set_labels(labels, step=step, description=description)
         self.window.statusBar().showMessage(f"{description}: {len(labels.present_values())} label(s)", 10000)
         self._update_actions()
 
