@@ -57,7 +57,7 @@ class InferenceResult:
     """What ``medview infer`` reports: files written, the model's provenance and the time taken."""
 
     output: str
-    result: LabelMap | Volume
+    result: Any  # LabelMap, Volume, class probabilities (dict) or DetectionSet
     model: dict[str, Any]
     seconds: float
     label_table: str | None = None
@@ -76,6 +76,8 @@ def infer_file(model: str, input: str, output: str, device: str = "auto", task: 
     backends.device_for(card, device)
     if card.task == "classification":
         return _classify_file(card, input, output, device, task, series)
+    if card.task == "detection":
+        return _detect_file(card, input, output, device, task, series)
     check_output_path(output)
     volume = open_image(input, series=series, task=task)
     start = time.perf_counter()
@@ -106,6 +108,25 @@ def _classify_file(card, input: str, output: str, device: str, task: TaskContext
     seconds = time.perf_counter() - start
     atomic_write_text(output, json.dumps({"input": os.path.abspath(input), **result}, indent=2))
     return InferenceResult(output, result, result["provenance"], seconds, None, list(volume.warnings))
+
+
+def _detect_file(card, input: str, output: str, device: str, task: TaskContext | None,
+                 series: str | None) -> InferenceResult:
+    """A detection model writes its detections as medview-detections JSON (LPS mm)."""
+    from medview.io.atomic import atomic_write_text
+
+    if not output.lower().endswith(".json"):
+        raise MedviewError(f"{card.name} is a detection model: its output is a .json file, got "
+                           f"{os.path.basename(output)}")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise WriteError(f"The output folder {parent} does not exist")
+    volume = open_image(input, series=series, task=task)
+    start = time.perf_counter()
+    result = pipeline.detect(card, volume, device=device, task=task)
+    seconds = time.perf_counter() - start
+    atomic_write_text(output, json.dumps(result.to_dict(), indent=2))
+    return InferenceResult(output, result, pipeline.provenance(card), seconds, None, list(volume.warnings))
 
 
 def estimate_time(model: str, input: str, device: str = "auto", series: str | None = None,
@@ -143,6 +164,8 @@ def infer_volume(model: str, volume: Volume, device: str = "auto", task: TaskCon
     backends.device_for(card, device)
     if card.task == "classification":
         return pipeline.classify(card, volume, device=device, task=task)
+    if card.task == "detection":
+        return pipeline.detect(card, volume, device=device, task=task)
     result = pipeline.run_model(card, volume, device=device, task=task)
     step = replay.infer_step(model, device)
     if isinstance(result, LabelMap):

@@ -116,6 +116,8 @@ def count_windows(shape: Sequence[int], patch_size: Sequence[int], overlap: floa
 
 
 def _output_channels(card: ModelCard) -> int:
+    if card.task == "detection":
+        return len(card.labels)
     return card.num_classes if card.task == "segmentation" else 1
 
 
@@ -188,14 +190,17 @@ def _probability_fn(card: ModelCard, channels: int):
     """Turns the network's output into what is blended: probabilities for segmentation."""
     import torch
 
-    if card.task != "segmentation" or card.output == "probabilities":
+    if card.task not in ("segmentation", "detection") or card.output == "probabilities":
         return None
-    if channels == 1:
+    if channels == 1 or card.task == "detection":  # a detection model: one independent heatmap per class
         return torch.sigmoid
     return lambda t: torch.softmax(t, dim=1)
 
 
 def _check_channels(card: ModelCard, channels: int) -> None:
+    if card.task == "detection" and channels != len(card.labels):
+        raise MedviewError(f"Model {card.name} returned {channels} channels but its card lists {len(card.labels)} "
+                           "object class(es), one heatmap each")
     if card.task == "segmentation":
         expected = card.num_classes
         if channels != expected and not (channels == 1 and len(card.labels) == 1):
@@ -264,6 +269,31 @@ def _to_labels(scores: np.ndarray, card: ModelCard) -> np.ndarray:
     return lut[index]
 
 
+def _scores_on_model_grid(card: ModelCard, volume: Volume, device: str, task: TaskContext | None,
+                          batch_size: int | None, memory_budget_mb: float | None, backend: Backend | None
+                          ) -> tuple[np.ndarray, Geometry]:
+    """Steps 1-3 of :func:`run_model`: the network's blended output on the model grid, and that grid."""
+    check_cancel(task)
+    grid = model_grid(volume.geometry, card.spacing_mm)
+    if int(np.prod(grid.shape)) * _output_channels(card) > MAX_MODEL_GRID_VOXELS:
+        raise ResourceLimitError(f"At {card.spacing_mm} mm this study becomes {grid.shape} voxels (z, y, x) for "
+                                 f"{card.name}: too large to run in memory; crop the study first")
+    backend = backend or load_backend(card, device)
+    batch = batch_size or choose_batch_size(card, backend.device, memory_budget_mb)
+    if batch < 1:
+        raise MedviewError(f"Batch size must be at least 1, got {batch}")
+    report(task, _SPAN_RESAMPLE[0], f"Resampling to {card.name}'s grid", force=True)
+    channels = _channels_first(volume.array, card)
+    low = float(np.min(volume.array))
+    moved = np.stack([resample_array(c, volume.geometry, grid, nearest=False, default=low) for c in channels])
+    check_cancel(task)
+    inputs = preprocess(moved, card, volume.array)
+    del moved
+    report(task, _SPAN_RESAMPLE[1], f"Running {card.name}", force=True)
+    scores = _sliding_window(inputs, card, backend, batch, task)
+    return scores, grid
+
+
 def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task: TaskContext | None = None,
               batch_size: int | None = None, memory_budget_mb: float | None = None,
               probabilities: bool = False, backend: Backend | None = None) -> LabelMap | Volume:
@@ -289,26 +319,8 @@ def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task
     card = _card(model)
     if card.task not in ("segmentation", "image-to-image"):
         raise MedviewError(f"Model {card.name} is a {card.task} model; run_model runs segmentation and "
-                           "image-to-image models (classification: classify)")
-    check_cancel(task)
-    grid = model_grid(volume.geometry, card.spacing_mm)
-    if int(np.prod(grid.shape)) * _output_channels(card) > MAX_MODEL_GRID_VOXELS:
-        raise ResourceLimitError(f"At {card.spacing_mm} mm this study becomes {grid.shape} voxels (z, y, x) for "
-                                 f"{card.name}: too large to run in memory; crop the study first")
-    backend = backend or load_backend(card, device)
-    batch = batch_size or choose_batch_size(card, backend.device, memory_budget_mb)
-    if batch < 1:
-        raise MedviewError(f"Batch size must be at least 1, got {batch}")
-    report(task, _SPAN_RESAMPLE[0], f"Resampling to {card.name}'s grid", force=True)
-    channels = _channels_first(volume.array, card)
-    low = float(np.min(volume.array))
-    moved = np.stack([resample_array(c, volume.geometry, grid, nearest=False, default=low) for c in channels])
-    check_cancel(task)
-    inputs = preprocess(moved, card, volume.array)
-    del moved
-    report(task, _SPAN_RESAMPLE[1], f"Running {card.name}", force=True)
-    scores = _sliding_window(inputs, card, backend, batch, task)
-    del inputs
+                           "image-to-image models (classification: classify, detection: detect)")
+    scores, grid = _scores_on_model_grid(card, volume, device, task, batch_size, memory_budget_mb, backend)
     report(task, 0.92, "Resampling the result onto the study", force=True)
     info = provenance(card)
     if card.task == "image-to-image":
@@ -329,6 +341,97 @@ def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task
     result.warnings = []  # type: ignore[attr-defined]
     if probabilities:
         result.probabilities = _probabilities(scores, card, grid, volume)  # type: ignore[attr-defined]
+    report(task, 1.0, "Done", force=True)
+    return result
+
+
+DETECTION_DEFAULTS = {"threshold": 0.5, "min_distance_mm": 5.0, "max_detections": 100, "diameter_mm": None}
+
+
+def detection_settings(card: ModelCard, **overrides: Any) -> dict[str, Any]:
+    """The card's ``detection`` block (peak threshold, minimum distance between peaks in mm, how many at
+    most, an optional fixed diameter), defaults filled in and checked; ``overrides`` that are not None win."""
+    raw = card.raw.get("detection") or {}
+    if not isinstance(raw, dict):
+        raise MedviewError(f"{card.card_path}: 'detection' must be a mapping")
+    unknown = sorted(set(raw) - set(DETECTION_DEFAULTS))
+    if unknown:
+        raise MedviewError(f"{card.card_path}: unknown detection setting(s) {', '.join(unknown)}; "
+                           f"known: {', '.join(DETECTION_DEFAULTS)}")
+    settings = {**DETECTION_DEFAULTS, **raw, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        settings["threshold"] = float(settings["threshold"])
+        settings["min_distance_mm"] = float(settings["min_distance_mm"])
+        settings["max_detections"] = int(settings["max_detections"])
+        if settings["diameter_mm"] is not None:
+            settings["diameter_mm"] = float(settings["diameter_mm"])
+    except (TypeError, ValueError) as exc:
+        raise MedviewError(f"{card.name}: bad detection setting ({exc})") from None
+    if not 0.0 <= settings["threshold"] <= 1.0 or settings["min_distance_mm"] < 0 or settings["max_detections"] < 1:
+        raise MedviewError(f"{card.name}: detection threshold must lie in 0..1, min_distance_mm >= 0 and "
+                           "max_detections >= 1")
+    return settings
+
+
+def _refined_peak(heat: np.ndarray, peak: tuple[int, int, int]) -> np.ndarray:
+    """Sub-voxel peak position (x, y, z index): along each axis, the vertex of the parabola through the
+    peak voxel and its two neighbours (kept within half a voxel; the voxel itself at a border)."""
+    zyx = np.array(peak, dtype=float)
+    for axis in range(3):
+        p = int(peak[axis])
+        if p == 0 or p == heat.shape[axis] - 1:
+            continue
+        at = list(peak)
+        values = []
+        for q in (p - 1, p, p + 1):
+            at[axis] = q
+            values.append(float(heat[tuple(at)]))
+        lo, mid, hi = values
+        curvature = lo - 2.0 * mid + hi
+        if curvature < 0:
+            zyx[axis] += float(np.clip(0.5 * (lo - hi) / curvature, -0.5, 0.5))
+    return zyx[::-1]
+
+
+def detect(model: ModelCard | str, volume: Volume, device: str = "auto", task: TaskContext | None = None,
+           batch_size: int | None = None, memory_budget_mb: float | None = None, backend: Backend | None = None,
+           threshold: float | None = None) -> Any:
+    """Run a detection model: the same resampling, normalisation and blended sliding window as
+    :func:`run_model`, giving one heatmap per object class (sigmoid of the logits, unless the card says
+    ``output: probabilities``).  Each local maximum above the card's threshold, at least
+    ``min_distance_mm`` from a stronger one, is a detection: its centre is the peak voxel of the model grid
+    refined to sub-voxel precision by a parabola along each axis, mapped to LPS mm, its score the peak value.  Returns a
+    :class:`~medview.core.detections.DetectionSet` (the classical blob detector's type), strongest first."""
+    from skimage.feature import peak_local_max
+
+    from medview.core.detections import Detection, DetectionSet
+
+    card = _card(model)
+    if card.task != "detection":
+        raise MedviewError(f"Model {card.name} is a {card.task} model, not a detection model")
+    settings = detection_settings(card, threshold=threshold)
+    scores, grid = _scores_on_model_grid(card, volume, device, task, batch_size, memory_budget_mb, backend)
+    report(task, 0.92, "Finding peaks", force=True)
+    spacing_zyx = np.array(grid.spacing[::-1], dtype=float)
+    min_distance = max(1, round(settings["min_distance_mm"] / float(spacing_zyx.min())))
+    found: list[Detection] = []
+    radius = settings["diameter_mm"] / 2.0 if settings["diameter_mm"] else None
+    for entry, heat in zip(card.labels, scores, strict=True):
+        peaks = peak_local_max(heat, min_distance=min_distance, threshold_abs=settings["threshold"],
+                               exclude_border=False, num_peaks=settings["max_detections"])
+        for z, y, x in peaks:
+            centre = grid.index_to_world(_refined_peak(heat, (z, y, x)))
+            box = None
+            if radius is not None:
+                box = (*(centre - radius), *(centre + radius))
+            found.append(Detection(tuple(float(c) for c in centre), settings["diameter_mm"],
+                                   float(heat[z, y, x]), entry.name, box))
+        check_cancel(task)
+    found.sort(key=lambda d: -d.score)
+    result = DetectionSet(found[: settings["max_detections"]],
+                          source=volume.metadata.series_uid or volume.metadata.series_description,
+                          method=f"{card.name} {card.version}",
+                          params={**settings, "card_hash": card.card_hash})
     report(task, 1.0, "Done", force=True)
     return result
 

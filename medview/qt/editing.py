@@ -145,6 +145,13 @@ class EditingController(QObject):
             probs = ", ".join(f"{k} {v:.2f}" for k, v in result.get("probabilities", {}).items())
             self.window.statusBar().showMessage(f"{description}: {result.get('label')} ({probs})", 20000)
             return
+        from medview.core.detections import DetectionSet
+
+        if isinstance(result, DetectionSet):  # a detection model: points or boxes over the slices, listed
+            self.state.set_detections(result)
+            self.docks["Detections"].raise_()
+            self.window.statusBar().showMessage(f"{description}: {len(result.detections)} detection(s)", 20000)
+            return
         if isinstance(result, LabelMap):
             self._segmented(result, description)
         else:

@@ -109,3 +109,38 @@ def rotation(axis_angles_deg=(20.0, -15.0, 30.0)) -> np.ndarray:
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+def heatmap_module(sigma_vox: float = 2.0, size: int = 9):
+    """A detection network: Gaussian smoothing (sigma in voxels of the model grid), then a sigmoid that
+    turns a blurred bright sphere into a heatmap peaking at its centre (logits = 20 (blur - 0.5))."""
+    import torch
+
+    r = np.arange(size) - size // 2
+    g = np.exp(-(r**2) / (2 * sigma_vox**2))
+    kernel = np.einsum("i,j,k->ijk", g, g, g)
+    kernel /= kernel.sum()
+    conv = torch.nn.Conv3d(1, 1, kernel_size=size, padding=size // 2, bias=True)
+    with torch.no_grad():
+        conv.weight[:] = torch.from_numpy(20.0 * kernel.astype(np.float32)).reshape(1, 1, size, size, size)
+        conv.bias[:] = torch.tensor([-10.0])
+    return conv.eval()
+
+
+def detection_model(folder: Path, **changes) -> Path:
+    """A detection model folder (TorchScript heatmap network + card with a ``detection`` block)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "model.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(heatmap_module()).save(str(weights))
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    data = card_data("model.ts", sha, name="sphere-detector", task="detection",
+                     labels=[{"value": 1, "name": "sphere", "color": [0, 255, 0]}],
+                     detection={"threshold": 0.5, "min_distance_mm": 6.0, "diameter_mm": 8.0},
+                     patch_size=[32, 32, 32])  # windows well beyond the 9-voxel kernel: no edge effects
+    data.update(changes)
+    write_card(folder, data)
+    return folder

@@ -167,6 +167,8 @@ class AIPanel(QWidget):
         if isinstance(result, dict):  # class probabilities, most probable first
             ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
             self.status.setText(f"{name}: " + ", ".join(f"{k} {v:.1%}" for k, v in ranked))
+        elif hasattr(result, "detections"):
+            self.status.setText(f"{name}: {len(result.detections)} detection(s), listed in Detections")
         else:
             self.status.setText(f"Done: {name}")
         self.finished.emit(result, f"Model {name}")
