@@ -80,6 +80,9 @@ class ViewerState:
     detections: Any = None  # a medview.core.detections.DetectionSet shown over the slices, or None
     # what was applied to this study, as pipeline steps (exported for `medview batch`); follows undo/redo
     steps: StepLog = field(default_factory=StepLog, repr=False)
+    # images on the study's grid that can be shown in its place: the study and model outputs (by name)
+    layers: dict[str, Volume] = field(default_factory=dict, repr=False)
+    current_layer: str = ""
     _planes: dict[tuple, Plane] = field(default_factory=dict, repr=False)
     _view_normals: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
     _fill: dict[int, float] = field(default_factory=dict, repr=False)
@@ -113,6 +116,11 @@ class ViewerState:
             self.steps.prune(self.history)
             if not derived:
                 self.steps.clear()
+                self.current_layer = volume.metadata.series_description or "Study"
+                self.layers = {self.current_layer: volume}
+            else:
+                self.layers = {n: v for n, v in self.layers.items() if v.geometry == volume.geometry}
+                self.layers[self.current_layer] = volume
             self.history.forget("volume")  # its steps belong to the image that is closing
             self.history.register("volume", volume)
         self.volume = volume
@@ -360,6 +368,34 @@ class ViewerState:
         self.set_volume(volume, keep_view=True, derived=True)
         self.steps.begin(step, description, self.history)
         return None
+
+    def add_layer(self, name: str, volume: Volume, show: bool = True, step: dict[str, Any] | None = None) -> str:
+        """Keep ``volume`` (a model's output image on the study's grid) as a layer beside the study, shown at
+        once unless ``show`` is False; returns its (made unique) name.  The study stays one click away."""
+        if self.volume is None:
+            raise MedviewError("Open a study before adding an image layer")
+        if volume.geometry != self.volume.geometry:
+            raise MedviewError("An image layer must lie on the study's grid")
+        base, n = name, 2
+        while name in self.layers:
+            name, n = f"{base} ({n})", n + 1
+        self.layers[name] = volume
+        if step is not None:
+            self.steps.begin(step, name, self.history)
+        self.emit("layers")
+        if show:
+            self.show_layer(name)
+        return name
+
+    def show_layer(self, name: str) -> None:
+        """Show the layer ``name`` in the views (labels, cursor, window and zoom are kept)."""
+        if name not in self.layers:
+            raise MedviewError(f"No image layer {name!r}; layers: {', '.join(self.layers)}")
+        if name == self.current_layer and self.layers[name] is self.volume:
+            return
+        self.current_layer = name
+        self.set_volume(self.layers[name], keep_view=True, derived=True)
+        self.emit("layers")
 
     def record_features(self, label: int, params: Any = None, description: str = "") -> None:
         """Log a feature computation on the current study (it changes no data, so undo leaves it)."""

@@ -154,8 +154,12 @@ class EditingController(QObject):
             return
         if isinstance(result, LabelMap):
             self._segmented(result, description)
-        else:
-            self._filtered(result, description)
+            return
+        from medview.app.replay import step_of  # an image-to-image model: a new layer beside the study
+
+        name = self.state.add_layer(description.removeprefix("Model ") + " output", result, step=step_of(result))
+        self.window.statusBar().showMessage(f"{description}: shown as the image layer '{name}' (switch layers in "
+                                            "the toolbar)", 20000)
 
     def new_label_map(self) -> None:
         try:

@@ -106,3 +106,28 @@ def test_ellipse_measurement_matches_numpy() -> None:
     assert d.results["value"] == pytest.approx(np.hypot(10 * 0.8, 6 * 0.8))
     with pytest.raises(MedviewError, match="needs 3"):
         Measurement("angle", [centre, corner])
+
+
+def test_image_layers_sit_beside_the_study_on_its_grid() -> None:
+    s = ViewerState()
+    study = _volume()
+    s.set_volume(study)
+    labels = LabelMap(np.ones(study.geometry.shape, np.uint8), study.geometry)
+    s.set_labels(labels)
+    events = []
+    s.subscribe("layers", lambda: events.append(s.current_layer))
+    denoised = study.with_array(study.array.astype(np.float32) * 0.5)
+    name = s.add_layer("denoise output", denoised)
+    assert s.volume is denoised and s.labels is labels and name == "denoise output"
+    assert s.add_layer("denoise output", study.with_array(study.array), show=False) == "denoise output (2)"
+    assert list(s.layers)[1:] == ["denoise output", "denoise output (2)"] and s.volume is denoised
+    first = next(iter(s.layers))
+    s.show_layer(first)
+    assert s.volume is study and s.labels is labels and events[-1] == first
+    with pytest.raises(MedviewError, match="No image layer"):
+        s.show_layer("missing")
+    other = Volume(np.zeros((4, 4, 4), np.int16), Geometry((4, 4, 4)), VolumeMetadata(modality="CT"))
+    with pytest.raises(MedviewError, match="study's grid"):
+        s.add_layer("elsewhere", other)
+    s.set_volume(_volume())  # a new study: its own layers only
+    assert len(s.layers) == 1

@@ -73,3 +73,76 @@ def test_cancel_leaves_the_study_unchanged(qtbot, window: MainWindow, chest_ct_s
     np.testing.assert_array_equal(window.state.labels.array, labels_before)
     np.testing.assert_array_equal(window.state.volume.array, image_before)
     assert not window.state.history.can_undo
+
+
+def _identity_model(folder: Path) -> Path:
+    """An image-to-image model: out = 2 x (min-max normalised input), as TorchScript with its card."""
+    import hashlib
+    import warnings
+
+    import torch
+
+    from tests.inference.models import card_data, write_card
+
+    folder.mkdir(parents=True)
+    conv = torch.nn.Conv3d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(2.0)
+        conv.bias.zero_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(conv.eval()).save(str(folder / "model.ts"))
+    sha = hashlib.sha256((folder / "model.ts").read_bytes()).hexdigest()
+    write_card(folder, card_data("model.ts", sha, name="double-test", task="image-to-image", labels=[],
+                                 preprocessing={"clip": [-1000, 1000], "normalize": "minmax"},
+                                 spacing_mm=[4.0, 4.0, 5.0], patch_size=[16, 32, 32]))
+    return folder
+
+
+def _run_named(qtbot, window: MainWindow, name: str):
+    panel = window.editing.ai
+    panel.refresh()
+    names = [panel.models.item(i).text() for i in range(panel.models.count())]
+    panel.models.setCurrentRow(names.index(name))
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
+        panel.run()
+    return panel
+
+
+def test_image_to_image_result_is_a_layer_beside_the_study(qtbot, window: MainWindow, chest_ct_sample: Path,
+                                                           model_dir: Path) -> None:
+    _identity_model(model_dir / "double")
+    volume = _open(qtbot, window, chest_ct_sample)
+    labels = window.state.labels
+    _run_named(qtbot, window, "double-test")
+    state = window.state
+    assert len(state.layers) == 2 and state.current_layer == "double-test output"
+    shown = state.volume
+    assert shown is not volume and shown.geometry == volume.geometry and shown.array.dtype == np.float32
+    # min-max over the clip window -1000..1000, doubled: soft tissue (~40 HU) -> about 1.04
+    inside = np.abs(volume.array.astype(float) - 40) < 20
+    assert abs(float(np.median(shown.array[inside])) - 2 * (40 + 1000) / 2000) < 0.1
+    assert window.layer_action.isVisible() and window.layer_combo.count() == 2
+    assert state.labels is labels  # the label map stays on the study
+    window.layer_combo.activated.emit(window.layer_combo.findText(next(iter(state.layers))))
+    assert state.volume is volume and state.labels is labels
+
+
+def test_detection_model_results_are_listed_in_the_detections_panel(qtbot, window: MainWindow, tmp_path: Path,
+                                                                     model_dir: Path) -> None:
+    from medview.io.writers import write_image
+    from tests.inference.models import detection_model
+    from tests.inference.test_detection_model import _spheres
+
+    detection_model(model_dir / "det")
+    volume, centres = _spheres((40, 48, 48), (1.0, 1.0, 1.0))
+    with qtbot.waitSignal(window.load_finished, timeout=60_000):
+        window.open_path(write_image(volume, tmp_path / "spheres.nii.gz"))
+    _run_named(qtbot, window, "sphere-detector")
+    found = window.state.detections
+    assert found is not None and len(found.detections) == 3
+    table = window.editing.detections.table
+    assert table.rowCount() == 3
+    for row, d in enumerate(found.detections):
+        assert table.item(row, 2).text() == ", ".join(f"{c:.1f}" for c in d.center_lps)
+        assert min(np.linalg.norm(np.array(d.center_lps) - c) for c in centres) <= 0.5

@@ -2,7 +2,8 @@
 
 Every step is a job of ``medview.app.inference`` in the one worker mechanism: torch is imported in the
 worker, never at start-up.  A segmentation result becomes the label map (one undo step when it replaces
-labels on the same grid); an image-to-image result becomes the shown volume.
+labels on the same grid); an image-to-image result becomes a new image layer beside the study (switched in
+the toolbar), and a detection model's points are listed in the Detections panel.
 """
 
 from __future__ import annotations
