@@ -36,6 +36,7 @@ from medview.app.viewer import COLORMAPS, SLAB_MODES, ViewerState, window_preset
 from medview.core.errors import MedviewError
 from medview.core.volume import Volume
 from medview.io.readers import load_info, scan
+from medview.qt.analysis import AnalysisController
 from medview.qt.editing import EditingController
 from medview.qt.panels.histogram import HistogramPanel
 from medview.qt.panels.labels import LabelsPanel
@@ -153,6 +154,7 @@ class MainWindow(QMainWindow):
         edit_menu = self.menuBar().addMenu("&Edit")
         view_menu = self.menuBar().addMenu("&View")
         tools_menu = self.menuBar().addMenu("&Tools")
+        analysis_menu = self.menuBar().addMenu("&Analysis")
         help_menu = self.menuBar().addMenu("&Help")
         tb = QToolBar("Main")
         tb.setObjectName("main_toolbar")
@@ -193,6 +195,13 @@ class MainWindow(QMainWindow):
         self.tool_actions["crosshair"].setChecked(True)
         tb.addSeparator()
 
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("Image layer shown: the study or a model's output on its grid")
+        self.layer_combo.activated.connect(lambda i: self._show_layer(self.layer_combo.itemText(i)))
+        self.layer_action = tb.addWidget(self.layer_combo)
+        self.layer_action.setVisible(False)
+        self.state.subscribe("layers", self._layers_changed)
+        self.state.subscribe("volume", self._layers_changed)
         self.window_combo = QComboBox()
         self.window_combo.setMinimumWidth(150)
         self.window_combo.setToolTip("Window/level preset")
@@ -241,6 +250,7 @@ class MainWindow(QMainWindow):
                      menu=tools_menu)
         self._action("Keyboard shortcuts", self.show_shortcuts, "F1", menu=help_menu)
         self.editing = EditingController(self, self.state, edit_menu)
+        self.analysis = AnalysisController(self, self.state, analysis_menu)
 
     # -- user actions ------------------------------------------------------------------------------
     def set_layout(self, name: str) -> None:
@@ -487,6 +497,21 @@ class MainWindow(QMainWindow):
         if self.current_path and Path(self.current_path).resolve() == sample.resolve():
             self.open_labels(str(sample_path("chest_ct_label")))
 
+    def _layers_changed(self) -> None:
+        names = list(self.state.layers)
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        self.layer_combo.setCurrentText(self.state.current_layer)
+        self.layer_combo.blockSignals(False)
+        self.layer_action.setVisible(len(names) > 1)
+
+    def _show_layer(self, name: str) -> None:
+        try:
+            self.state.show_layer(name)
+        except MedviewError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+
     def _volume_shown(self) -> None:
         self.window_combo.blockSignals(True)
         self.window_combo.clear()
@@ -524,6 +549,7 @@ class MainWindow(QMainWindow):
         self.browser.shutdown()
         self.histogram.cancel()
         self.editing.shutdown()
+        self.analysis.shutdown()
         self.grid.shutdown()
         self.cine.stop()
         self.memory_timer.stop()
