@@ -18,9 +18,11 @@ What it does
    study = study minimum), :func:`~medview.inference.pipeline.preprocess` (clip -1000..500 HU, min-max);
    labels resampled with nearest neighbour.  Training uses lung1 only; lung2 is held out.
 3. **Training**: MONAI 3D UNet (channels 8-16-32-64, strides 2, one residual unit), random 48^3 crops
-   of lung1 with augmentation (left-right flip, rotation up to 10 degrees about each axis, scaling
-   0.85-1.15, intensity scale/shift), Dice + cross-entropy loss, Adam, fixed iteration count, CPU, seeds
-   fixed (torch, numpy, random) so a re-run gives the same weights on the same software.
+   of lung1 with augmentation from :func:`medview.analysis.augment.training_transforms` (left-right flip,
+   rotation up to 10 degrees about each axis, scaling 0.85-1.15, intensity scale/shift; the MONAI composition
+   the weights were trained with, moved there unchanged) plus synthetic table-like clutter
+   (:func:`add_clutter`), Dice + cross-entropy loss, Adam, fixed iteration count, CPU, seeds fixed (torch,
+   numpy, random) so a re-run gives the same weights on the same software.
 4. **Export** TorchScript (``torch.jit.trace``) to ``resources/models/demo-body-lungs/model.ts``, write the
    card, then run medview's own :func:`run_model` on lung2 and record the Dice per label against the
    classical labels in the card's provenance.
@@ -53,6 +55,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from medview.algorithms.morphology import close_mask, fill_holes_mask  # noqa: E402
+from medview.analysis.augment import training_transforms  # noqa: E402
 from medview.core.volume import Volume  # noqa: E402
 from medview.inference.cards import Preprocessing  # noqa: E402
 from medview.inference.pipeline import model_grid, preprocess, resample_array  # noqa: E402
@@ -151,31 +154,6 @@ def build_network():
                 num_res_units=1)
 
 
-def augmenter(seed: int, scale: float = 0.15):
-    from monai.transforms import (
-        Compose,
-        RandAffined,
-        RandFlipd,
-        RandScaleIntensityd,
-        RandShiftIntensityd,
-        RandSpatialCropd,
-        SpatialPadd,
-    )
-
-    keys = ["image", "label"]
-    transform = Compose([
-        RandFlipd(keys, prob=0.5, spatial_axis=2),  # left-right (x)
-        RandAffined(keys, prob=0.8, rotate_range=[np.radians(10)] * 3, scale_range=[scale] * 3,
-                    translate_range=[4, 4, 4], mode=["bilinear", "nearest"], padding_mode="zeros"),
-        SpatialPadd(keys, spatial_size=PATCH, mode="constant"),
-        RandSpatialCropd(keys, roi_size=PATCH, random_size=False),
-        RandScaleIntensityd("image", factors=0.1, prob=0.5),
-        RandShiftIntensityd("image", offsets=0.05, prob=0.5),
-    ])
-    transform.set_random_state(seed=seed)
-    return transform
-
-
 def add_clutter(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, max_plates: int = 3) -> np.ndarray:
     """Synthetic clutter outside the patient: 1-3 thin curved plates (like a CT table or mattress) of soft
     tissue to bone density, drawn only where the label is background and at least 2 voxels from the body.
@@ -211,7 +189,7 @@ def train(image: np.ndarray, target: np.ndarray, iterations: int, batch: int, sc
 
     seed_everything(SEED)
     net = build_network()
-    transform = augmenter(SEED, scale)
+    transform = training_transforms(("image", "label"), PATCH, SEED, scale)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=iterations, eta_min=1e-4)
