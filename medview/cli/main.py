@@ -17,8 +17,22 @@ from medview import __version__
 from medview.core.errors import MedviewError
 from medview.core.tasks import TaskContext
 
+# Verbs that live in their own module under medview.cli: each module has ``add_parser(subparsers)`` and
+# ``run(args, progress) -> int`` and imports nothing heavy at module level.
+VERB_MODULES = {
+    "features": "medview.cli.features_cmd",
+    "classify": "medview.cli.classify_cmd",
+    "augment": "medview.cli.augment_cmd",
+    "batch": "medview.cli.batch_cmd",
+}
 VERBS = ("info", "convert", "view", "render", "mesh", "drr", "filter", "segment", "labels", "export-seg", "models",
-         "infer", "detect")
+         "infer", "detect", *VERB_MODULES)
+
+
+def _verb_module(verb: str):
+    import importlib
+
+    return importlib.import_module(VERB_MODULES[verb])
 
 
 def _progress_printer() -> TaskContext | None:
@@ -142,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--mask", help="label map: search only inside its non-zero voxels")
     detect.add_argument("--param", action="append", metavar="NAME=VALUE", help="detector parameter (repeatable)")
     detect.add_argument("--series", help="series UID when the input has several")
+
+    for verb in VERB_MODULES:
+        _verb_module(verb).add_parser(sub)
 
     view = sub.add_parser("view", help="open files or folders in the workstation")
     view.add_argument("paths", nargs="*")
@@ -279,6 +296,11 @@ def _run_infer(args: argparse.Namespace) -> int:
     if isinstance(result.result, dict):  # a classification: probabilities per class
         probs = ", ".join(f"{k} {v:.3f}" for k, v in result.result["probabilities"].items())
         print(f"{result.result['label']} ({probs})")
+    elif hasattr(result.result, "detections"):  # a detection model
+        for d in result.result.detections[:10]:
+            print(f"    {d.label}: LPS ({d.center_lps[0]:.1f}, {d.center_lps[1]:.1f}, {d.center_lps[2]:.1f}) mm  "
+                  f"score {d.score:.3f}")
+        print(f"{len(result.result.detections)} detection(s)")
     extra = f", label table {result.label_table}" if result.label_table else ""
     print(f"wrote {result.output}: {result.model.get('model')} {result.model.get('version')} in "
           f"{result.seconds:.1f} s{extra}")
@@ -367,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_infer(args)
         elif args.verb == "detect":
             return _run_detect(args)
+        elif args.verb in VERB_MODULES:
+            return _verb_module(args.verb).run(args, _progress_printer())
         elif args.verb == "export-seg":
             from medview.app.processing import export_seg_file
 

@@ -1,0 +1,44 @@
+"""``medview batch PIPELINE COHORT --out DIR``: run a pipeline over a cohort on Dask distributed.
+
+Exit codes: 0 every case finished ok; 1 the run finished but some cases failed (their errors are in
+DIR/errors.csv and each case's case.json); 3 bad input (pipeline, cohort or options rejected before any case
+ran); 130 interrupted (finished cases are kept; re-running resumes).
+Nothing heavy is imported at module level: the work happens in :mod:`medview.app.batch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from medview.core.tasks import TaskContext
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("batch", help="run a pipeline (YAML) over a cohort (CSV or folder) on Dask distributed")
+    p.add_argument("pipeline", help="pipeline YAML (medview_pipeline: 1, steps: [...])")
+    p.add_argument("cohort", help="CSV with case_id,image[,label][,target] or a folder of studies")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (re-running it skips finished cases)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker processes of a local Dask cluster (default: CPUs, at most the cases)")
+    where.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="address of a running Dask scheduler (e.g. a dask-jobqueue cluster)")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="memory per local worker, e.g. 2GB (default 2GB; ignored with --scheduler)")
+    return p
+
+
+def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
+    from medview.app.batch import run_batch
+
+    # the engine draws its own bar (tqdm, with ETA) on a terminal, so the generic one is not passed on
+    summary = run_batch(args.pipeline, args.cohort, args.out, workers=args.workers, scheduler=args.scheduler,
+                        memory_limit=args.memory_limit, task=None, progress=progress is not None)
+    print(f"{summary['cases']} case(s): {summary['ok']} ok, {summary['failed']} failed "
+          f"({summary['ran']} run now, {summary['skipped']} already done) in {summary['seconds']:.1f} s on "
+          f"{summary['workers']} worker(s)")
+    print(f"wrote {summary['features_csv']}, {summary['features_parquet']}, {summary['summary_json']}")
+    if summary["failed"]:
+        print(f"{summary['failed']} case(s) failed: see {summary['errors_csv']}")
+        return 1
+    return 0
