@@ -25,7 +25,8 @@ shape2D
 
 Logging
     PyRadiomics' ``radiomics`` logger is set to WARNING for the duration of a call and restored after;
-    its warnings are collected into :attr:`FeatureResult.warnings`.  pykwalify's logger is silenced while
+    its warnings are collected into :attr:`FeatureResult.warnings` (its own stderr handler is muted meanwhile,
+    so each warning is reported once, by the caller).  pykwalify's logger is silenced while
     parameters are validated (its errors become the one-line message).  No other logger is touched.
 
 Note that PyRadiomics applies the ``geometryTolerance`` setting, when given, as SimpleITK's global default
@@ -456,6 +457,10 @@ def extract(image: sitk.Image, mask: sitk.Image, label: int | None = None,
 
     collector = _Collector()
     with _quiet("radiomics", logging.WARNING) as logger:
+        # PyRadiomics' own stderr handler would print each warning too: they are reported from .warnings
+        own = [(h, h.level) for h in logger.handlers]
+        for h, _ in own:
+            h.setLevel(logging.CRITICAL + 1)
         logger.addHandler(collector)
         try:
             extractor = _Extractor()  # PyRadiomics' defaults, then the parameters validated above
@@ -467,6 +472,8 @@ def extract(image: sitk.Image, mask: sitk.Image, label: int | None = None,
                                    f"{_library_message(exc)}") from None
         finally:
             logger.removeHandler(collector)
+            for h, level in own:
+                h.setLevel(level)
     features: dict[str, float] = {}
     diagnostics: dict[str, Any] = {}
     for key, value in raw.items():

@@ -74,10 +74,8 @@ def infer_file(model: str, input: str, output: str, device: str = "auto", task: 
     """
     card = cards.find_model(model, verify_weights=True)
     backends.device_for(card, device)
-    if card.task == "classification":
-        return _classify_file(card, input, output, device, task, series)
-    if card.task == "detection":
-        return _detect_file(card, input, output, device, task, series)
+    if card.task in ("classification", "detection"):
+        return _json_result_file(card, input, output, device, task, series)
     check_output_path(output)
     volume = open_image(input, series=series, task=task)
     start = time.perf_counter()
@@ -91,41 +89,27 @@ def infer_file(model: str, input: str, output: str, device: str = "auto", task: 
     return InferenceResult(output, result, provenance, seconds, table, list(volume.warnings))
 
 
-def _classify_file(card, input: str, output: str, device: str, task: TaskContext | None,
-                   series: str | None) -> InferenceResult:
-    """A classification model writes its class probabilities as JSON."""
+def _json_result_file(card, input: str, output: str, device: str, task: TaskContext | None,
+                      series: str | None) -> InferenceResult:
+    """Classification (class probabilities) and detection models (medview-detections, LPS mm) write JSON."""
     from medview.io.atomic import atomic_write_text
 
     if not output.lower().endswith(".json"):
-        raise MedviewError(f"{card.name} is a classification model: its output is a .json file, got "
+        raise MedviewError(f"{card.name} is a {card.task} model: its output is a .json file, got "
                            f"{os.path.basename(output)}")
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
         raise WriteError(f"The output folder {parent} does not exist")
     volume = open_image(input, series=series, task=task)
     start = time.perf_counter()
-    result = pipeline.classify(card, volume, device=device, task=task)
+    if card.task == "classification":
+        result = pipeline.classify(card, volume, device=device, task=task)
+        document = {"input": os.path.abspath(input), **result}
+    else:
+        result = pipeline.detect(card, volume, device=device, task=task)
+        document = result.to_dict()
     seconds = time.perf_counter() - start
-    atomic_write_text(output, json.dumps({"input": os.path.abspath(input), **result}, indent=2))
-    return InferenceResult(output, result, result["provenance"], seconds, None, list(volume.warnings))
-
-
-def _detect_file(card, input: str, output: str, device: str, task: TaskContext | None,
-                 series: str | None) -> InferenceResult:
-    """A detection model writes its detections as medview-detections JSON (LPS mm)."""
-    from medview.io.atomic import atomic_write_text
-
-    if not output.lower().endswith(".json"):
-        raise MedviewError(f"{card.name} is a detection model: its output is a .json file, got "
-                           f"{os.path.basename(output)}")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise WriteError(f"The output folder {parent} does not exist")
-    volume = open_image(input, series=series, task=task)
-    start = time.perf_counter()
-    result = pipeline.detect(card, volume, device=device, task=task)
-    seconds = time.perf_counter() - start
-    atomic_write_text(output, json.dumps(result.to_dict(), indent=2))
+    atomic_write_text(output, json.dumps(document, indent=2))
     return InferenceResult(output, result, pipeline.provenance(card), seconds, None, list(volume.warnings))
 
 

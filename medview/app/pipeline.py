@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medview.app.replay import plain
 from medview.core.errors import CancelledError, MedviewError
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, check_cancel, report
@@ -71,19 +72,6 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {self.name: json.loads(json.dumps(self.params))}
-
-
-def _plain(value: Any) -> Any:
-    """YAML/JSON built-ins: tuples to lists (recorded point parameters), numpy scalars to numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def _keys(params: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> None:
@@ -228,7 +216,7 @@ class Pipeline:
             if not isinstance(value, Mapping):
                 raise MedviewError(f"{name}: step {i + 1} of {len(raw_steps)} ({key}) must map to a mapping of "
                                    f"its parameters, got {value!r}")
-            steps.append(_check_step(i, len(raw_steps), Step(str(key), _plain(value)), base))
+            steps.append(_check_step(i, len(raw_steps), Step(str(key), plain(value)), base))
         return cls(steps, description, source)
 
     @classmethod

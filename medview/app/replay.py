@@ -15,6 +15,7 @@ cases, so an export that contains them says so.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ STEP_KINDS = ("load", "filter", "segment", "refine", "infer", "features", "expor
 
 def plain(value: Any) -> Any:
     """``value`` as YAML/JSON-friendly built-ins (tuples to lists, numpy scalars to numbers)."""
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]

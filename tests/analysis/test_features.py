@@ -230,7 +230,13 @@ def test_empty_mask_and_other_grid_and_2d_are_refused() -> None:
 def test_values_and_diagnostics_are_apart_and_match_pyradiomics() -> None:
     image, mask = _small_case()
     result = extract(image, mask, label=3)
-    assert result.label == 3 and result.diagnostics and not any(k.startswith("diag") for k in result.values)
+    assert result.label == 3 and not result.diagnostics  # the default file leaves the costly diagnostics out
+    import yaml
+
+    with_info = yaml.safe_load(Path(default_params_path()).read_text())
+    with_info["setting"]["additionalInfo"] = True
+    kept = extract(image, mask, label=3, params=with_info)
+    assert kept.diagnostics and not any(k.startswith("diag") for k in kept.values) and kept.values == result.values
     assert all(isinstance(v, float) for v in result.values.values())
     assert result.values == pytest.approx(_direct(image, mask, default_params_path(), label=3), rel=1e-12)
     assert split_feature_name("original_glcm_Contrast") == ("original", "glcm", "Contrast")
