@@ -149,6 +149,46 @@ def _gzip_claimed_size(path: str) -> int | None:
         return None
 
 
+def _nifti_data_offset(path: str) -> int | None:
+    """Where a NIfTI-1/2 file's voxels start (``vox_offset``), read from its header (gzip or not)."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+    except (OSError, EOFError):
+        return None
+    for order in ("<", ">"):
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            return int(struct.unpack(order + "f", head[108:112])[0])
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            return int(struct.unpack(order + "q", head[168:176])[0])
+    return None
+
+
+def _check_nifti_length(path: str, needed: int) -> None:
+    """A truncated NIfTI is refused: ITK would read the missing voxels as zeros without a word, and a cut
+    gzip's trailer (read for the memory check) would be a meaningless size."""
+    lower = path.lower()
+    if not lower.endswith((".nii", ".nii.gz")):
+        return
+    offset = _nifti_data_offset(path)
+    if offset is None:
+        return
+    expected = offset + needed
+    if lower.endswith(".nii"):
+        actual = os.path.getsize(path)
+        if actual < expected:
+            raise CorruptFileError(f"{path} is truncated: {format_bytes(actual)} on disk, its header describes "
+                                   f"{format_bytes(expected)}")
+        return
+    claimed = _gzip_claimed_size(path)
+    if claimed is not None and claimed != expected % (1 << 32):
+        raise CorruptFileError(f"{path} is truncated or damaged: the compressed stream does not end with the "
+                               f"{format_bytes(expected)} its header describes")
+
+
 def _itk_info(path: str) -> FileImageInfo:
     import SimpleITK as sitk
 
@@ -185,6 +225,7 @@ def _itk_info(path: str) -> FileImageInfo:
         if components == 1 else 8
     needed = size[0] * size[1] * size[2] * components * itemsize
     check_allocation(needed, f"{os.path.basename(path)} ({size[0]}x{size[1]}x{size[2]})")
+    _check_nifti_length(path, needed if dim != 4 else needed * size[3])
     claimed = _gzip_claimed_size(path)
     if claimed is not None and path.lower().endswith(".gz") and claimed > memory_budget_bytes():
         raise ResourceLimitError(f"{path} decompresses to {format_bytes(claimed)}, over the memory budget")

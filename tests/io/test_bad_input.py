@@ -162,6 +162,19 @@ def test_corrupt_nifti(tmp_path: Path) -> None:
     _fails_fast(f, CorruptFileError)
 
 
+@pytest.mark.parametrize("name", ["cut.nii", "cut.nii.gz"])
+def test_truncated_nifti_is_refused_not_read_as_zeros(tmp_path: Path, name: str) -> None:
+    import SimpleITK as sitk
+
+    whole = tmp_path / ("whole" + name[3:])
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(40 * 50 * 60, dtype=np.int32).reshape(40, 50, 60)),
+                    str(whole), name.endswith(".gz"))
+    data = whole.read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    _fails_fast(tmp_path / name, CorruptFileError, "truncated")
+    assert medview.open_image(whole).array[-1, -1, -1] == 40 * 50 * 60 - 1  # the whole file still opens
+
+
 def test_unknown_series(lung1_series: Path) -> None:
     _fails_fast(lung1_series, SeriesNotFoundError, "is not in", series="1.2.3.4")
 
