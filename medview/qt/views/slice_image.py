@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QImage, QPainter
-from PySide6.QtWidgets import QGraphicsObject
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsObject
 
 
 def _qimage(words: np.ndarray, fmt: QImage.Format) -> QImage:
@@ -30,6 +30,9 @@ class SliceImageItem(QGraphicsObject):
         self._label_rgba: np.ndarray | None = None
         self._label_words: np.ndarray | None = None
         self._label_image: QImage | None = None
+        # kept as a device-resolution pixmap between changes: a view whose slice did not change (the axial
+        # view while the crosshair is dragged in it) repaints with one unscaled blit instead of two scaled ones
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     # -- content ---------------------------------------------------------------------------------
     def set_image(self, words: np.ndarray | None, rect: QRectF | None = None) -> None:
