@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medview.core.errors import MedviewError, WriteError
+from medview.core.geometry import Geometry
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, report
 from medview.core.volume import Volume
@@ -58,10 +61,44 @@ def compute_feature_result(volume: Volume, labels: LabelMap, label: int | None =
         raise MedviewError("The label map is not on the image's grid; open it onto the image first "
                            "(medview.app.label_maps.open_label_map resamples it)")
     chosen = choose_label(labels, label)
-    # the label map shares the volume's grid: give both the volume's geometry, bit for bit
-    image = to_sitk(volume.array, volume.geometry)
-    mask = to_sitk(labels.array, volume.geometry)
+    box = _label_box(labels, chosen, params)
+    geometry = volume.geometry if box is None else _sub_geometry(volume.geometry, box)
+    box = box or (slice(None),) * 3
+    # the label map shares the volume's grid: give both the same geometry, bit for bit
+    image = to_sitk(volume.array[box], geometry)
+    mask = to_sitk(labels.array[box], geometry)
     return extract(image, mask, label=chosen, params=params, task=task)
+
+
+CROP_MARGIN = 8  # voxels kept around the label's box (PyRadiomics itself pads its crop by 5)
+
+
+def _label_box(labels: LabelMap, label: int, params) -> tuple[slice, slice, slice] | None:
+    """The label's bounding box plus a margin, when no feature can depend on voxels outside it: original
+    image only (no LoG/wavelet filter reaching outside), no whole-image normalisation, no resampling, no
+    diagnostics (they hash the whole image).  Then PyRadiomics gets only that box instead of a copy of
+    the whole study, with the same values (tests compare every feature with PyRadiomics on the files)."""
+    from medview.analysis.features import load_params
+
+    p = load_params(params)
+    s = p.settings
+    if (set(p.image_types) != {"Original"} or s.get("normalize") or s.get("resampledPixelSpacing")
+            or s.get("additionalInfo") or s.get("correctMask")):
+        return None
+    inside = labels.array == label
+    box = []
+    for axis in range(3):
+        hits = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, int(hits[0]) - CROP_MARGIN), int(hits[-1]) + 1 + CROP_MARGIN))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def _sub_geometry(geometry: Geometry, box: tuple[slice, slice, slice]) -> Geometry:
+    """The grid of ``box`` (z, y, x slices) of ``geometry``: same spacing and direction, moved origin."""
+    shape = tuple(min(s.stop, n) - s.start for s, n in zip(box, geometry.shape, strict=True))
+    start_xyz = np.array([box[2].start, box[1].start, box[0].start], dtype=float)
+    return Geometry(shape, geometry.spacing, tuple(float(c) for c in geometry.index_to_world(start_xyz)),
+                    geometry.direction)
 
 
 def compute_features(volume: Volume, labels: LabelMap, label: int | None = 1,
