@@ -27,7 +27,9 @@ class HistogramPanel(QWidget):
         self.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.region = pg.LinearRegionItem(brush=(255, 220, 0, 40))
         self.region.sigRegionChanged.connect(self._region_moved)
-        self.plot.addItem(self.region)
+        # not part of the auto range: a window drag then leaves the view range, and with it the axis and the
+        # cached curve, as they are (the range follows the histogram only)
+        self.plot.addItem(self.region, ignoreBounds=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.plot)
