@@ -468,6 +468,12 @@ def orientation_letters(u: np.ndarray | tuple[float, ...], v: np.ndarray | tuple
         top ``'A'``, bottom ``'P'``.  Oblique directions get a second letter when their second-largest
         component exceeds 0.3, dominant letter first (``'LP'``).
     """
-    u, v = _unit(u, "u"), _unit(v, "v")
-    return {"left": _letters_for(-u), "right": _letters_for(u), "top": _letters_for(-v),
-            "bottom": _letters_for(v)}
+    return dict(_orientation_letters(tuple(float(c) for c in np.ravel(u)), tuple(float(c) for c in np.ravel(v))))
+
+
+@lru_cache(maxsize=64)
+def _orientation_letters(u: tuple[float, ...], v: tuple[float, ...]) -> tuple[tuple[str, str], ...]:
+    """Cached: a view's axes change only when it is rotated, while its annotations are redrawn per move."""
+    uu, vv = _unit(u, "u"), _unit(v, "v")
+    return (("left", _letters_for(-uu)), ("right", _letters_for(uu)), ("top", _letters_for(-vv)),
+            ("bottom", _letters_for(vv)))

@@ -40,6 +40,8 @@ class AnalysisController(QObject):
             if first is not None:
                 window.tabifyDockWidget(first, dock)
             menu.addAction(dock.toggleViewAction())
+        if first is not None:
+            first.raise_()  # the label table stays the tab shown at start
         menu.addSeparator()
         self.export_action = window._action("Export &pipeline...", lambda: self.export_pipeline(), menu=menu)
         self.export_action.setToolTip("Write the steps applied to this study as a pipeline for `medview batch`")

@@ -28,15 +28,16 @@ class OverlayLayer:
         self.bold.setPointSize(11)
         self._static_texts: dict[str, QStaticText] = {}
 
-    def _static(self, line: str) -> QStaticText:
+    def _static(self, line: str, bold: bool = False) -> QStaticText:
         """Laid-out text, kept between repaints (most annotations stay the same while dragging)."""
-        text = self._static_texts.get(line)
+        key = f"\0{line}" if bold else line
+        text = self._static_texts.get(key)
         if text is None:
             if len(self._static_texts) > 256:
                 self._static_texts.clear()
-            text = self._static_texts[line] = QStaticText(line)
+            text = self._static_texts[key] = QStaticText(line)
             text.setTextFormat(Qt.TextFormat.PlainText)
-            text.prepare(font=self.font)
+            text.prepare(font=self.bold if bold else self.font)
         return text
 
     def texts(self) -> list[str]:
@@ -62,15 +63,17 @@ class OverlayLayer:
         p.setFont(self.bold)
         m2 = p.fontMetrics()
         for side, letter in self.letters.items():
-            tw = m2.horizontalAdvance(letter)
+            text = self._static(letter, bold=True)
+            tw = text.size().width()
             if side == "left":
-                p.drawText(6, ht // 2, letter)
+                x, baseline = 6, ht // 2
             elif side == "right":
-                p.drawText(w - tw - 6, ht // 2, letter)
+                x, baseline = w - tw - 6, ht // 2
             elif side == "top":
-                p.drawText((w - tw) // 2, m2.height() + 2, letter)
+                x, baseline = (w - tw) // 2, m2.height() + 2
             else:
-                p.drawText((w - tw) // 2, ht - 8, letter)
+                x, baseline = (w - tw) // 2, ht - 8
+            p.drawStaticText(QPointF(x, baseline - m2.ascent()), text)
         if self.bar_px > 4:
             p.setPen(QPen(QColor(230, 230, 230), 2))
             x0, y0 = w - 16 - self.bar_px, ht - 6 - h * 4
