@@ -51,14 +51,20 @@ class OverlayLayer:
         p.setFont(self.font)
         metrics = p.fontMetrics()
         h = metrics.height()
-        p.setPen(QColor(230, 230, 230))
+        shadow, light = QColor(0, 0, 0, 200), QColor(230, 230, 230)
+        placed = []
         for key, lines in self.corners.items():
             for i, line in enumerate(lines):
                 text = self._static(line)
                 tw = text.size().width()
                 x = 6 if key.endswith("left") else w - tw - 6
                 y = 4 + h * (i + 1) if key.startswith("top") else ht - 6 - h * (len(lines) - 1 - i)
-                p.drawStaticText(QPointF(x, y - metrics.ascent()), text)
+                placed.append((QPointF(x, y - metrics.ascent()), text))
+        # a dark shadow one pixel down-right keeps the text legible over bright anatomy
+        for colour, offset in ((shadow, QPointF(1, 1)), (light, QPointF(0, 0))):
+            p.setPen(colour)
+            for at, text in placed:
+                p.drawStaticText(at + offset, text)
         p.setPen(QColor(255, 210, 90))
         p.setFont(self.bold)
         m2 = p.fontMetrics()
@@ -73,15 +79,20 @@ class OverlayLayer:
                 x, baseline = (w - tw) // 2, m2.height() + 2
             else:
                 x, baseline = (w - tw) // 2, ht - 8
-            p.drawStaticText(QPointF(x, baseline - m2.ascent()), text)
+            at = QPointF(x, baseline - m2.ascent())
+            p.setPen(shadow)
+            p.drawStaticText(at + QPointF(1, 1), text)
+            p.setPen(QColor(255, 210, 90))
+            p.drawStaticText(at, text)
         if self.bar_px > 4:
-            p.setPen(QPen(QColor(230, 230, 230), 2))
             x0, y0 = w - 16 - self.bar_px, ht - 6 - h * 4
-            p.drawLine(int(x0), int(y0), int(x0 + self.bar_px), int(y0))
-            for x in (x0, x0 + self.bar_px):
-                p.drawLine(int(x), int(y0 - 4), int(x), int(y0 + 4))
             p.setFont(self.font)
-            p.drawText(int(x0), int(y0 - 6), f"{self.bar_mm:g} mm")
+            for colour, d in ((shadow, 1), (light, 0)):
+                p.setPen(QPen(colour, 2))
+                p.drawLine(int(x0) + d, int(y0) + d, int(x0 + self.bar_px) + d, int(y0) + d)
+                for x in (x0, x0 + self.bar_px):
+                    p.drawLine(int(x) + d, int(y0 - 4) + d, int(x) + d, int(y0 + 4) + d)
+                p.drawText(int(x0) + d, int(y0 - 6) + d, f"{self.bar_mm:g} mm")
 
 
 class SliceGraphicsView(pg.GraphicsView):
