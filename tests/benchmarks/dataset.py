@@ -94,3 +94,28 @@ def ensure_datasets() -> dict[str, Path] | str:
                     "(`make bench` installs them)")
         _generate()
     return {name: BENCH / folder for name, folder in DATASETS.items()}
+
+
+def resampled_sample(out: Path, shape_zyx: tuple[int, int, int]) -> Path:
+    """The bundled chest CT resampled (linear, ``scipy.ndimage.zoom``) to ``shape_zyx`` over the same
+    extent, edge to edge, saved once as ``out`` (.npz: array, spacing, origin, direction)."""
+    import numpy as np
+    from scipy import ndimage
+
+    from medview.app.samples import sample_path
+    from medview.io.readers import open_image
+
+    if out.exists():
+        return out
+    BENCH.mkdir(exist_ok=True)
+    volume = open_image(sample_path("chest_ct"))
+    g = volume.geometry
+    factors = [n / m for n, m in zip(shape_zyx, g.shape, strict=True)]
+    array = ndimage.zoom(volume.array.astype(np.float32), factors, order=1).round().astype(np.int16)
+    scale_xyz = np.array(g.size_xyz, dtype=float) / np.array(shape_zyx[::-1], dtype=float)
+    spacing = np.array(g.spacing) * scale_xyz
+    origin = g.index_to_world(-0.5 + scale_xyz / 2)  # the first voxel centre of the new grid
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, array=array, spacing=spacing, origin=origin, direction=np.array(g.direction, dtype=float))
+    tmp.replace(out)
+    return out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import BENCH, REPO
+from .dataset import BENCH, REPO, resampled_sample
 
 INFER_ONE = Path(__file__).with_name("infer_one.py")
 REPEATS = max(int(os.environ.get("MEDVIEW_BENCH_INFER_REPEATS", "3") or 3), 1)
@@ -30,25 +30,8 @@ GOAL_S = 20.0
 
 
 def make_data() -> Path:
-    from scipy import ndimage
-
-    from medview.app.samples import sample_path
-    from medview.io.readers import open_image
-
-    if DATA.exists():
-        return DATA
-    BENCH.mkdir(exist_ok=True)
-    volume = open_image(sample_path("chest_ct"))
-    g = volume.geometry
-    factor = SLICES / g.shape[0]
-    array = ndimage.zoom(volume.array.astype(np.float32), (factor, 1, 1), order=1).round().astype(np.int16)
-    spacing = np.array(g.spacing, dtype=float)
-    spacing[2] *= g.shape[0] / SLICES  # the same extent, edge to edge
-    origin = g.index_to_world(np.array([0.0, 0.0, -0.5 + spacing[2] / g.spacing[2] / 2]))
-    tmp = DATA.with_suffix(".tmp.npz")
-    np.savez(tmp, array=array, spacing=spacing, origin=origin, direction=np.array(g.direction, dtype=float))
-    tmp.replace(DATA)
-    return DATA
+    """The bundled chest CT with 100 slices over the same extent (linear along z), made once."""
+    return resampled_sample(DATA, (SLICES, 512, 512))
 
 
 def run(mode: str, out: Path) -> dict:

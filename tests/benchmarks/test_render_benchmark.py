@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from .dataset import BENCH, REPO
+from .dataset import BENCH, REPO, resampled_sample
 
 RENDER_ONE = Path(__file__).with_name("render_one.py")
 REPEATS = max(int(os.environ.get("MEDVIEW_BENCH_RENDER_REPEATS", "3") or 3), 1)
@@ -41,25 +41,7 @@ FRAMES = 10
 
 def make_data() -> Path:
     """The 256^3 CT, made once from the bundled sample (its geometry spans the same box)."""
-    import numpy as np
-    from scipy import ndimage
-
-    from medview.app.samples import sample_path
-    from medview.io.readers import open_image
-
-    if DATA.exists():
-        return DATA
-    BENCH.mkdir(exist_ok=True)
-    volume = open_image(sample_path("chest_ct"))
-    g = volume.geometry
-    factors = [SIZE / n for n in g.shape]
-    array = ndimage.zoom(volume.array.astype(np.float32), factors, order=1).round().astype(np.int16)
-    spacing = np.array(g.spacing) * np.array(g.size_xyz) / SIZE  # same extent, edge to edge
-    origin = g.index_to_world(-0.5 + spacing / np.array(g.spacing) / 2)  # first voxel centre of the new grid
-    tmp = DATA.with_suffix(".tmp.npz")
-    np.savez(tmp, array=array, spacing=spacing, origin=origin, direction=np.array(g.direction))
-    tmp.rename(DATA)
-    return DATA
+    return resampled_sample(DATA, (SIZE, SIZE, SIZE))
 
 
 def run_render(args: list[str]) -> dict:
