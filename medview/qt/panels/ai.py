@@ -23,8 +23,7 @@ from PySide6.QtWidgets import (
 
 from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
-from medview.qt.panels.job import JobControls
-from medview.qt.workers import Worker
+from medview.qt.workers import Worker, release_when_done, start
 
 
 def _card_html(card: dict) -> str:
@@ -61,8 +60,10 @@ class AIPanel(QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
         self.progress = QProgressBar()
-        self.job = JobControls([self.run_button, self.estimate_button], self.cancel_button, self.progress)
+        self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row = QHBoxLayout()
@@ -79,6 +80,7 @@ class AIPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        self.worker: Worker | None = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -116,13 +118,20 @@ class AIPanel(QWidget):
         if volume is None or self.state.loading or not name:
             self.status.setText("Open a study and choose a model first.")
             return None
-        return self.job.start(fn, name, volume, self.device.currentText(), *args,
-                              on_done=lambda result, n=name: on_done(result, n), on_failed=self._failed,
-                              on_cancelled=self._cancelled)
-
-    @property
-    def worker(self) -> Worker | None:
-        return self.job.worker
+        if self.worker is not None and not self.worker.done:
+            return None
+        self.worker = Worker(fn, name, volume, self.device.currentText(), *args)
+        self.worker.signals.progress.connect(self._progress)
+        self.worker.signals.finished.connect(lambda result, n=name: on_done(result, n))
+        self.worker.signals.failed.connect(self._failed)
+        self.worker.signals.cancelled.connect(self._cancelled)
+        self.run_button.setEnabled(False)
+        self.estimate_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        start(self.worker)
+        return self.worker
 
     def estimate(self) -> Worker | None:
         from medview.app.inference import estimate_volume
@@ -137,12 +146,25 @@ class AIPanel(QWidget):
         return self._start(infer_volume, on_done=self._done)
 
     def cancel(self) -> None:
-        self.job.cancel()
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 100))
+        self.progress.setFormat(message[:40] or "%p%")
+
+    def _end(self) -> None:
+        self.run_button.setEnabled(True)
+        self.estimate_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setVisible(False)
 
     def _estimated(self, estimate: dict, name: str) -> None:
+        self._end()
         self.status.setText(f"{name}: about {estimate['seconds']:.1f} s here ({estimate['windows']} windows)")
 
     def _done(self, result, name: str) -> None:
+        self._end()
         if isinstance(result, dict):  # class probabilities, most probable first
             ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
             self.status.setText(f"{name}: " + ", ".join(f"{k} {v:.1%}" for k, v in ranked))
@@ -153,11 +175,14 @@ class AIPanel(QWidget):
         self.finished.emit(result, f"Model {name}")
 
     def _failed(self, message: str) -> None:
+        self._end()
         self.status.setText(message)
         self.failed.emit(message)
 
     def _cancelled(self) -> None:
+        self._end()
         self.status.setText("Cancelled; the study is unchanged.")
 
     def shutdown(self) -> None:
-        self.job.shutdown()
+        if self.worker is not None:
+            release_when_done(self.worker)

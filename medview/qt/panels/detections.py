@@ -19,8 +19,7 @@ from PySide6.QtWidgets import (
 
 from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
-from medview.qt.panels.job import JobControls
-from medview.qt.workers import Worker
+from medview.qt.workers import Worker, release_when_done, start
 
 
 def _detect(volume, low: float, high: float, task=None):
@@ -40,11 +39,12 @@ class DetectionsPanel(QWidget):
             spin.setDecimals(1)
             spin.setSuffix(" mm")
             spin.setValue(value)
-        run = self.run_button = QPushButton("Find blobs")
+        run = QPushButton("Find blobs")
         run.setToolTip("Laplacian-of-Gaussian blob detector (scikit-image) in the nodule intensity window")
         run.clicked.connect(lambda: self.run())
         self.cancel_button = QPushButton("Cancel")
-        self.job = JobControls([run], self.cancel_button)
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
         open_button = QPushButton("Open…")
         open_button.clicked.connect(lambda: self.open_file())
         save_button = QPushButton("Save…")
@@ -69,6 +69,7 @@ class DetectionsPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status)
+        self.worker: Worker | None = None
         state.subscribe("detections", self.refresh)
 
     def run(self) -> Worker | None:
@@ -76,20 +77,21 @@ class DetectionsPanel(QWidget):
         if volume is None or self.state.loading:
             self.status.setText("Open a study first.")
             return None
-        worker = self.job.start(_detect, volume, self.low.value(), self.high.value(), on_done=self._found,
-                                on_failed=self._failed, on_cancelled=lambda: self.status.setText("Cancelled."))
-        if worker is not None:
-            self.status.setText("Searching…")
-        return worker
-
-    @property
-    def worker(self) -> Worker | None:
-        return self.job.worker
+        self.worker = Worker(_detect, volume, self.low.value(), self.high.value())
+        self.worker.signals.finished.connect(self._found)
+        self.worker.signals.failed.connect(self._failed)
+        self.worker.signals.cancelled.connect(lambda: self._end("Cancelled."))
+        self.cancel_button.setEnabled(True)
+        self.status.setText("Searching…")
+        start(self.worker)
+        return self.worker
 
     def cancel(self) -> None:
-        self.job.cancel()
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
 
     def _end(self, message: str) -> None:
+        self.cancel_button.setEnabled(False)
         self.status.setText(message)
 
     def _found(self, detections) -> None:
@@ -142,4 +144,5 @@ class DetectionsPanel(QWidget):
             QMessageBox.warning(self, "Detections", str(exc))
 
     def shutdown(self) -> None:
-        self.job.shutdown()
+        if self.worker is not None:
+            release_when_done(self.worker)

@@ -25,9 +25,8 @@ from PySide6.QtWidgets import (
 from medview.algorithms.operations import Operation, OperationKind, operations
 from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
-from medview.qt.panels.job import JobControls
 from medview.qt.panels.operation_form import OperationForm
-from medview.qt.workers import Worker
+from medview.qt.workers import Worker, release_when_done, start
 
 PREVIEW_METHODS = ("threshold",)  # methods whose result the slice views can show live
 
@@ -63,8 +62,10 @@ class ProcessingPanel(QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
         self.progress = QProgressBar()
-        self.job = JobControls([self.run_button], self.cancel_button, self.progress)
+        self.progress.setVisible(False)
         self.status = QLabel()
         self.status.setWordWrap(True)
         buttons = QHBoxLayout()
@@ -78,6 +79,7 @@ class ProcessingPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        self.worker: Worker | None = None
         self.on_result: Callable[[object, str], None] | None = None
         self.combo.currentIndexChanged.connect(self._choose)
         self._choose()
@@ -151,32 +153,50 @@ class ProcessingPanel(QWidget):
             if self.state.labels is None:
                 self.status.setText("There is no label map to refine.")
                 return None
-            fn, args = run_label_operation, (self.state.labels, op.name, params)
+            self.worker = Worker(run_label_operation, self.state.labels, op.name, params)
         else:
-            fn, args = (run_filter if self.kind == "filter" else run_segmentation), (volume, op.name, params)
-        worker = self.job.start(fn, *args, on_done=lambda result, d=description: self._done(result, d),
-                                on_failed=self._failed, on_cancelled=self._cancelled)
-        if worker is not None:
-            self.status.setText(f"Running {description}…")
-        return worker
-
-    @property
-    def worker(self) -> Worker | None:
-        return self.job.worker
+            fn = run_filter if self.kind == "filter" else run_segmentation
+            self.worker = Worker(fn, volume, op.name, params)
+        self.worker.signals.progress.connect(self._progress)
+        self.worker.signals.finished.connect(lambda result, d=description: self._done(result, d))
+        self.worker.signals.failed.connect(self._failed)
+        self.worker.signals.cancelled.connect(self._cancelled)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        self.status.setText(f"Running {description}…")
+        start(self.worker)
+        return self.worker
 
     def cancel(self) -> None:
-        self.job.cancel()
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 100))
+        self.progress.setFormat(message[:40] or "%p%")
+
+    def _end(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setVisible(False)
 
     def _done(self, result, description: str) -> None:
+        self._end()
         self.status.setText(f"Done: {description}")
         self.finished.emit(result, description)
 
     def _failed(self, message: str) -> None:
+        self._end()
         self.status.setText(message)
         self.failed.emit(message)
 
     def _cancelled(self) -> None:
+        self._end()
         self.status.setText("Cancelled; nothing was changed.")
 
     def shutdown(self) -> None:
-        self.job.shutdown()
+        if self.worker is not None:
+            release_when_done(self.worker)
+            self.worker = None
