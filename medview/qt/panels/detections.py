@@ -77,6 +77,8 @@ class DetectionsPanel(QWidget):
         if volume is None or self.state.loading:
             self.status.setText("Open a study first.")
             return None
+        if self.worker is not None and not self.worker.done:
+            return None  # one search at a time (Cancel stops the running one)
         self.worker = Worker(_detect, volume, self.low.value(), self.high.value())
         self.worker.signals.finished.connect(self._found)
         self.worker.signals.failed.connect(self._failed)
