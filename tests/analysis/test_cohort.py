@@ -313,7 +313,9 @@ def test_resume_after_an_interruption(cohort_dir, tmp_path):
     assert not (out / "features.parquet").exists()
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("cases/*/case.json")
                 if json.loads(p.read_text())["status"] == "ok"}
-    assert 1 <= len(finished) < len(ids) - 1
+    # cancelled after 2 cases: the cases the other worker slots had in flight may still finish while the
+    # cancel takes effect (kept, as finished work should be), so anywhere from 1 to all but one are done
+    assert 1 <= len(finished) < len(ids), (len(finished), len(ids))
     summary = run_batch(tmp_path / "pipeline.yaml", cohort_dir / "phantoms.csv", out, workers=2, progress=False)
     assert summary["skipped"] == len(finished) and summary["ran"] == len(ids) - len(finished)
     for case_id, mtime in finished.items():
