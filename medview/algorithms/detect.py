@@ -48,7 +48,7 @@ from skimage.feature import blob_dog, blob_log
 
 from medview.algorithms.operations import Param
 from medview.algorithms.sitk_bridge import execute, from_sitk, geometry_of, to_sitk
-from medview.core.detections import Detection, DetectionSet
+from medview.core.detections import Detection, DetectionSet, parabola_peak_offset
 from medview.core.errors import MedviewError
 from medview.core.geometry import Geometry
 from medview.core.labels import LabelMap
@@ -133,14 +133,6 @@ def hessian_roundness(image: np.ndarray, center_zyx: tuple[int, int, int], sigma
     if eig[0] >= 0:
         return 0.0
     return float(max(-eig[2], 0.0) / -eig[0])
-
-
-def _parabola_peak(minus: float, centre: float, plus: float) -> float:
-    """Offset (-0.5..0.5) of the vertex of the parabola through three equally spaced samples."""
-    curvature = minus - 2.0 * centre + plus
-    if curvature >= 0.0:  # not a maximum (flat or a saddle): keep the sample
-        return 0.0
-    return float(np.clip(0.5 * (minus - plus) / curvature, -0.5, 0.5))
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -386,10 +378,10 @@ def detect_blobs(volume: Volume, *, method: str = "log", min_diameter: float = 4
             continue
         if min_roundness and hessian_roundness(iso, (z, y, x), float(sigmas[i])) < min_roundness:
             continue  # an edge of something larger, or a vessel: not a ball
-        dz = _parabola_peak(here[0, 1, 1], score, here[2, 1, 1])
-        dy = _parabola_peak(here[1, 0, 1], score, here[1, 2, 1])
-        dx = _parabola_peak(here[1, 1, 0], score, here[1, 1, 2])
-        ds = _parabola_peak(around[0][1, 1, 1], score, around[2][1, 1, 1])
+        dz = parabola_peak_offset(here[0, 1, 1], score, here[2, 1, 1])
+        dy = parabola_peak_offset(here[1, 0, 1], score, here[1, 2, 1])
+        dx = parabola_peak_offset(here[1, 1, 0], score, here[1, 1, 2])
+        ds = parabola_peak_offset(around[0][1, 1, 1], score, around[2][1, 1, 1])
         sigma = float(sigmas[i]) * ratio**ds
         diameter = 2.0 * SQRT3 * sigma * spacing
         if not d_min <= diameter <= d_max:

@@ -216,3 +216,12 @@ class DetectionSet:
             return cls.from_dict(data)
         except MedviewError as exc:
             raise CorruptFileError(str(exc), path=str(path)) from None
+
+
+def parabola_peak_offset(minus: float, centre: float, plus: float) -> float:
+    """Sub-voxel refinement of a detector's peak: the offset (-0.5..0.5 samples) of the vertex of the
+    parabola through three equally spaced samples around it; 0 where they do not bend down (flat, saddle)."""
+    curvature = minus - 2.0 * centre + plus
+    if curvature >= 0.0:
+        return 0.0
+    return min(0.5, max(-0.5, 0.5 * (minus - plus) / curvature))

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from medview.core.detections import Detection, DetectionSet, parabola_peak_offset
 from medview.core.errors import MedviewError, ResourceLimitError
 from medview.core.geometry import Geometry
 from medview.core.labels import LabelMap
@@ -386,16 +387,13 @@ def _refined_peak(heat: np.ndarray, peak: tuple[int, int, int]) -> np.ndarray:
         for q in (p - 1, p, p + 1):
             at[axis] = q
             values.append(float(heat[tuple(at)]))
-        lo, mid, hi = values
-        curvature = lo - 2.0 * mid + hi
-        if curvature < 0:
-            zyx[axis] += float(np.clip(0.5 * (lo - hi) / curvature, -0.5, 0.5))
+        zyx[axis] += parabola_peak_offset(*values)
     return zyx[::-1]
 
 
 def detect(model: ModelCard | str, volume: Volume, device: str = "auto", task: TaskContext | None = None,
            batch_size: int | None = None, memory_budget_mb: float | None = None, backend: Backend | None = None,
-           threshold: float | None = None) -> Any:
+           threshold: float | None = None) -> DetectionSet:
     """Run a detection model: the same resampling, normalisation and blended sliding window as
     :func:`run_model`, giving one heatmap per object class (sigmoid of the logits, unless the card says
     ``output: probabilities``).  Each local maximum above the card's threshold, at least
@@ -403,8 +401,6 @@ def detect(model: ModelCard | str, volume: Volume, device: str = "auto", task: T
     refined to sub-voxel precision by a parabola along each axis, mapped to LPS mm, its score the peak value.  Returns a
     :class:`~medview.core.detections.DetectionSet` (the classical blob detector's type), strongest first."""
     from skimage.feature import peak_local_max
-
-    from medview.core.detections import Detection, DetectionSet
 
     card = _card(model)
     if card.task != "detection":
