@@ -50,7 +50,7 @@ from medview.algorithms.operations import Param
 from medview.algorithms.sitk_bridge import execute, from_sitk, geometry_of, to_sitk
 from medview.core.detections import Detection, DetectionSet, parabola_peak_offset
 from medview.core.errors import MedviewError
-from medview.core.geometry import Geometry
+from medview.core.geometry import Geometry, mask_box
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume
@@ -165,17 +165,12 @@ def _crop(volume: Volume, mask: np.ndarray | None, margin_mm: float) -> tuple[np
     g = volume.geometry
     if mask is None:
         return volume.array, g
-    found = np.nonzero(np.any(mask, axis=(1, 2)))[0], np.nonzero(np.any(mask, axis=(0, 2)))[0], \
-        np.nonzero(np.any(mask, axis=(0, 1)))[0]
-    if any(f.size == 0 for f in found):
+    box = mask_box(mask, np.ceil(margin_mm / np.array(g.spacing[::-1])).astype(int))
+    if box is None:
         return None
-    spacing_zyx = np.array(g.spacing[::-1])
-    pad = np.ceil(margin_mm / spacing_zyx).astype(int)
-    lo = [max(int(f[0]) - p, 0) for f, p in zip(found, pad, strict=True)]
-    hi = [min(int(f[-1]) + p + 1, n) for f, p, n in zip(found, pad, g.shape, strict=True)]
-    array = volume.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    origin = g.index_to_world([lo[2], lo[1], lo[0]])
-    return array, Geometry(array.shape, g.spacing, tuple(origin), g.direction)
+    lo = [max(a, 0) for a, _ in box]
+    array = volume.array[tuple(slice(a, min(b, n)) for a, (_, b), n in zip(lo, box, g.shape, strict=True))]
+    return array, g.subgrid(lo, array.shape)
 
 
 def _isotropic(image: np.ndarray, geometry: Geometry, spacing: float, task: TaskContext | None) -> tuple[

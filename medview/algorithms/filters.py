@@ -486,8 +486,7 @@ def crop(volume: Volume, *, start: Sequence[float], stop: Sequence[float], units
     geometry = volume.geometry
     lo, hi = (_index_box if units == "index" else _world_box)(start, stop, geometry)
     array = volume.array[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]].copy()
-    target = Geometry((hi[2] - lo[2], hi[1] - lo[1], hi[0] - lo[0]), geometry.spacing,
-                      tuple(geometry.index_to_world(lo)), geometry.direction)
+    target = geometry.subgrid(lo[::-1], array.shape)
     report(task, 1.0, "Crop", force=True)
     text = history_text("crop", start=_mm(start), stop=_mm(stop), units=units)
     return derived(volume, array, text, geometry=target)

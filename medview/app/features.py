@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medview.core.errors import MedviewError, WriteError
-from medview.core.geometry import Geometry
+from medview.core.geometry import mask_box
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, report
 from medview.core.volume import Volume
@@ -62,8 +60,8 @@ def compute_feature_result(volume: Volume, labels: LabelMap, label: int | None =
                            "(medview.app.label_maps.open_label_map resamples it)")
     chosen = choose_label(labels, label)
     box = _label_box(labels, chosen, params)
-    geometry = volume.geometry if box is None else _sub_geometry(volume.geometry, box)
     box = box or (slice(None),) * 3
+    geometry = volume.geometry.subgrid([s.start or 0 for s in box], volume.array[box].shape)
     # the label map shares the volume's grid: give both the same geometry, bit for bit
     image = to_sitk(volume.array[box], geometry)
     mask = to_sitk(labels.array[box], geometry)
@@ -85,20 +83,10 @@ def _label_box(labels: LabelMap, label: int, params) -> tuple[slice, slice, slic
     if (set(p.image_types) != {"Original"} or s.get("normalize") or s.get("resampledPixelSpacing")
             or s.get("additionalInfo") or s.get("correctMask")):
         return None
-    inside = labels.array == label
-    box = []
-    for axis in range(3):
-        hits = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, int(hits[0]) - CROP_MARGIN), int(hits[-1]) + 1 + CROP_MARGIN))
-    return tuple(box)  # type: ignore[return-value]
-
-
-def _sub_geometry(geometry: Geometry, box: tuple[slice, slice, slice]) -> Geometry:
-    """The grid of ``box`` (z, y, x slices) of ``geometry``: same spacing and direction, moved origin."""
-    shape = tuple(min(s.stop, n) - s.start for s, n in zip(box, geometry.shape, strict=True))
-    start_xyz = np.array([box[2].start, box[1].start, box[0].start], dtype=float)
-    return Geometry(shape, geometry.spacing, tuple(float(c) for c in geometry.index_to_world(start_xyz)),
-                    geometry.direction)
+    box = mask_box(labels.array == label, CROP_MARGIN)
+    if box is None:  # pragma: no cover - choose_label has checked the label is present
+        return None
+    return tuple(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, labels.array.shape, strict=True))
 
 
 def compute_features(volume: Volume, labels: LabelMap, label: int | None = 1,

@@ -125,6 +125,14 @@ class Geometry:
         i = np.rint(np.asarray(index_xyz, dtype=float)).astype(int)
         return bool(np.all(i >= 0) and np.all(i < np.array(self.size_xyz)))
 
+    def subgrid(self, start_zyx: Sequence[int], shape_zyx: Sequence[int]) -> Geometry:
+        """The grid of the box of ``shape_zyx`` voxels whose first voxel is ``start_zyx`` (numpy order; it may
+        lie outside this grid, e.g. for a padded crop): same spacing and direction, voxels in place."""
+        z, y, x = (int(v) for v in start_zyx)
+        origin = self.index_to_world(np.array([x, y, z], dtype=float))
+        return Geometry(tuple(int(n) for n in shape_zyx), self.spacing, tuple(float(c) for c in origin),
+                        self.direction)
+
     def slice_normal(self) -> np.ndarray:
         """World direction of increasing slice index (z)."""
         return self.direction_matrix[:, 2].copy()
@@ -188,3 +196,16 @@ def lps_to_ras_affine(affine_lps: np.ndarray) -> np.ndarray:
 def ras_to_lps_affine(affine_ras: np.ndarray) -> np.ndarray:
     """Convert an index->RAS affine (NIfTI) into index->LPS."""
     return _LPS_TO_RAS @ np.asarray(affine_ras, dtype=float)
+
+
+def mask_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[tuple[int, int], ...] | None:
+    """Per numpy axis ``(start, stop)`` of the bounding box of ``mask``'s true voxels, grown by ``margin``
+    voxels (one value or one per axis; the box may then leave the grid); None for an empty mask."""
+    margins = [int(margin)] * mask.ndim if np.isscalar(margin) else [int(m) for m in margin]  # type: ignore[arg-type]
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append((int(hits[0]) - margins[axis], int(hits[-1]) + 1 + margins[axis]))
+    return tuple(box)

@@ -45,7 +45,7 @@ from vtkmodules.vtkIOPLY import vtkPLYWriter
 from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper
 
 from medview.core.errors import MedviewError, WriteError
-from medview.core.geometry import Geometry
+from medview.core.geometry import Geometry, mask_box
 from medview.core.labels import Label, LabelMap
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume
@@ -76,18 +76,6 @@ _CONVENTIONS = ("LPS", "RAS")
 
 
 # -- building surfaces -------------------------------------------------------------------------------------
-def _crop_box(mask: np.ndarray, margin: int) -> tuple[tuple[int, int], ...] | None:
-    """Per numpy axis ``(start, stop)`` of the mask's bounding box grown by ``margin`` (may leave the grid)."""
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=other))
-        if hits.size == 0:
-            return None
-        box.append((int(hits[0]) - margin, int(hits[-1]) + 1 + margin))
-    return tuple(box)
-
-
 def _cropped(array: np.ndarray, geometry: Geometry, box: tuple[tuple[int, int], ...],
              fill: float) -> tuple[np.ndarray, Geometry]:
     """``array[box]`` padded with ``fill`` where the box leaves the grid, and the geometry of that sub-grid."""
@@ -98,10 +86,7 @@ def _cropped(array: np.ndarray, geometry: Geometry, box: tuple[tuple[int, int], 
         if np.issubdtype(sub.dtype, np.integer) and not np.iinfo(sub.dtype).min <= fill <= np.iinfo(sub.dtype).max:
             sub = sub.astype(np.float32)  # e.g. unsigned data with the level at its minimum: -1 must fit
         sub = np.pad(sub, pad, mode="constant", constant_values=fill)
-    start_xyz = np.array([box[2][0], box[1][0], box[0][0]], dtype=float)
-    sub_geometry = Geometry(tuple(sub.shape), geometry.spacing, tuple(geometry.index_to_world(start_xyz)),
-                            geometry.direction)
-    return np.ascontiguousarray(sub), sub_geometry
+    return np.ascontiguousarray(sub), geometry.subgrid([lo for lo, _ in box], sub.shape)
 
 
 def _finish(contour: Any, geometry: Geometry, smoothing_iterations: int, pass_band: float,
@@ -179,7 +164,7 @@ def label_surface(label_map: LabelMap, value: int, smoothing_iterations: int = D
     """
     value = int(value)
     mask = label_map.array == value
-    box = _crop_box(mask, CROP_MARGIN_VOXELS)
+    box = mask_box(mask, CROP_MARGIN_VOXELS)
     if box is None:
         name = next((entry.name for entry in label_map.labels if entry.value == value), f"Label {value}")
         raise MedviewError(f"'{name}' (value {value}) has no voxels in this label map, so it has no surface")
@@ -237,7 +222,7 @@ def threshold_surface(volume: Volume, level_hu: float, smoothing_iterations: int
     array = volume.array[::step, ::step, ::step]
     geometry = Geometry(tuple(array.shape), tuple(s * step for s in g.spacing), g.origin, g.direction)
     inside = array > level_hu
-    box = _crop_box(inside, CROP_MARGIN_VOXELS)
+    box = mask_box(inside, CROP_MARGIN_VOXELS)
     if box is None:
         raise MedviewError(f"No voxel is above {level_hu:g} in this volume (range {float(array.min()):g} to "
                            f"{float(array.max()):g}), so there is no surface there")

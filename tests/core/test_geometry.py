@@ -78,3 +78,22 @@ def test_acquisition_frame_follows_an_oblique_grid() -> None:
     flipped = d @ np.diag([1.0, -1.0, -1.0])  # same planes, y and z index axes reversed
     frame2 = Geometry((2, 2, 2), direction=tuple(flipped.reshape(-1))).acquisition_frame()
     np.testing.assert_allclose(frame2, d)
+
+
+def test_subgrid_keeps_every_voxel_in_place_and_mask_box_grows_by_the_margin() -> None:
+    import numpy as np
+
+    from medview.core.geometry import Geometry, mask_box
+
+    d = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # rotated in-plane
+    g = Geometry((10, 20, 30), (0.5, 0.8, 2.0), (5.0, -3.0, 7.0), tuple(d.reshape(-1)))
+    sub = g.subgrid((2, 4, 6), (3, 5, 7))
+    assert sub.shape == (3, 5, 7) and sub.spacing == g.spacing and sub.direction == g.direction
+    for ijk in ([0, 0, 0], [6, 4, 2], [3, 1, 2]):  # (x, y, z) in the sub-grid = that plus (6, 4, 2) in g
+        assert np.allclose(sub.index_to_world(ijk), g.index_to_world(np.add(ijk, [6, 4, 2])))
+    mask = np.zeros((10, 20, 30), bool)
+    assert mask_box(mask) is None
+    mask[3:5, 7, 10:12] = True
+    assert mask_box(mask) == ((3, 5), (7, 8), (10, 12))
+    assert mask_box(mask, 4) == ((-1, 9), (3, 12), (6, 16))
+    assert mask_box(mask, (1, 2, 3)) == ((2, 6), (5, 10), (7, 15))
