@@ -20,6 +20,7 @@ sagittal views.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -47,12 +48,28 @@ _SECOND_LETTER = 0.3  # oblique direction: show a second patient letter above th
 _LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))  # +/- x, y, z in LPS
 
 
-def _unit(vec: np.ndarray | tuple[float, ...], name: str) -> np.ndarray:
-    arr = np.asarray(vec, dtype=float).reshape(-1)
-    norm = float(np.linalg.norm(arr)) if arr.size == 3 else 0.0
-    if arr.size != 3 or not np.isfinite(norm) or norm < 1e-9:
-        raise MedviewError(f"Plane axis {name} must be a non-zero 3D vector, got {arr.tolist()}")
-    return arr / norm
+def _floats(values, n: int) -> tuple[float, ...] | None:
+    """``values`` as ``n`` Python floats (any sequence or array holding exactly n numbers), else None."""
+    if not (isinstance(values, tuple) and len(values) == n):
+        try:
+            values = np.asarray(values, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            return None
+        if values.size != n:
+            return None
+    try:
+        return tuple(float(x) for x in values)
+    except (TypeError, ValueError):
+        return None
+
+
+def _unit(vec: np.ndarray | tuple[float, ...], name: str) -> tuple[float, float, float]:
+    xyz = _floats(vec, 3)
+    norm = math.hypot(*xyz) if xyz is not None else 0.0
+    if xyz is None or not math.isfinite(norm) or norm < 1e-9:
+        shown = np.asarray(vec).tolist() if xyz is None else list(xyz)
+        raise MedviewError(f"Plane axis {name} must be a non-zero 3D vector, got {shown}")
+    return xyz[0] / norm, xyz[1] / norm, xyz[2] / norm
 
 
 @dataclass(frozen=True)
@@ -80,22 +97,28 @@ class Plane:
     shape: tuple[int, int]
 
     def __post_init__(self) -> None:
+        # plain-float checks: a plane is built for every new slice shown, on the GUI's per-frame path
         u, v = _unit(self.u, "u"), _unit(self.v, "v")
-        if abs(float(u @ v)) > 1e-4:
-            raise MedviewError(f"Plane axes must be perpendicular (u.v = {float(u @ v):.2g})")
-        origin = np.asarray(self.origin, dtype=float).reshape(-1)
-        spacing = np.asarray(self.spacing, dtype=float).reshape(-1)
-        shape = tuple(int(s) for s in self.shape)
-        if origin.size != 3 or not np.all(np.isfinite(origin)):
-            raise MedviewError(f"Plane origin must be a finite 3D point, got {origin.tolist()}")
-        if spacing.size != 2 or not np.all(spacing > 0) or not np.all(np.isfinite(spacing)):
-            raise MedviewError(f"Plane pixel spacing must be two positive mm values, got {spacing.tolist()}")
+        dot = u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+        if abs(dot) > 1e-4:
+            raise MedviewError(f"Plane axes must be perpendicular (u.v = {dot:.2g})")
+        origin = _floats(self.origin, 3)
+        if origin is None or not all(math.isfinite(x) for x in origin):
+            raise MedviewError(f"Plane origin must be a finite 3D point, got {np.asarray(self.origin).tolist()}")
+        spacing = _floats(self.spacing, 2)
+        if spacing is None or not all(math.isfinite(x) and x > 0 for x in spacing):
+            raise MedviewError(
+                f"Plane pixel spacing must be two positive mm values, got {np.asarray(self.spacing).tolist()}")
+        try:
+            shape = tuple(int(x) for x in self.shape)
+        except (TypeError, ValueError):
+            shape = ()
         if len(shape) != 2 or min(shape) < 1:
             raise MedviewError(f"Plane shape must be two positive sizes (rows, cols), got {self.shape}")
-        object.__setattr__(self, "origin", tuple(float(x) for x in origin))
-        object.__setattr__(self, "u", tuple(float(x) for x in u))
-        object.__setattr__(self, "v", tuple(float(x) for x in v))
-        object.__setattr__(self, "spacing", (float(spacing[0]), float(spacing[1])))
+        object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "u", u)
+        object.__setattr__(self, "v", v)
+        object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "shape", shape)
 
     def normal(self) -> np.ndarray:
@@ -108,6 +131,11 @@ class Plane:
         n = np.array([uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx])
         return n / np.linalg.norm(n)
 
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(origin, u, v) as arrays, made once per plane (mouse moves map points many times a second)."""
+        return np.array(self.origin), np.array(self.u), np.array(self.v)
+
     def pixel_to_world(self, col: float | np.ndarray, row: float | np.ndarray) -> np.ndarray:
         """LPS position (mm) of continuous pixel coordinates; integer values are pixel centres.
 
@@ -115,24 +143,25 @@ class Plane:
         """
         c = np.asarray(col, dtype=float)[..., None]
         r = np.asarray(row, dtype=float)[..., None]
-        u, v = np.array(self.u), np.array(self.v)
-        return np.array(self.origin) + c * (self.spacing[0] * u) + r * (self.spacing[1] * v)
+        origin, u, v = self._arrays
+        return origin + c * (self.spacing[0] * u) + r * (self.spacing[1] * v)
 
     def world_to_pixel(self, point_lps: np.ndarray | tuple[float, ...]) -> tuple[float, float]:
         """Continuous ``(col, row)`` of the projection of an LPS point (mm) onto the plane.
 
         The off-plane part is dropped; see :meth:`distance_to`.  ``(..., 3)`` input gives arrays.
         """
-        d = np.asarray(point_lps, dtype=float) - np.array(self.origin)
-        col = d @ np.array(self.u) / self.spacing[0]
-        row = d @ np.array(self.v) / self.spacing[1]
+        origin, u, v = self._arrays
+        d = np.asarray(point_lps, dtype=float) - origin
+        col = d @ u / self.spacing[0]
+        row = d @ v / self.spacing[1]
         if np.ndim(col) == 0:
             return float(col), float(row)
         return col, row
 
     def distance_to(self, point_lps: np.ndarray | tuple[float, ...]) -> float:
         """Signed distance (mm) of an LPS point from the plane, positive on the side of :meth:`normal`."""
-        d = (np.asarray(point_lps, dtype=float) - np.array(self.origin)) @ self.normal()
+        d = (np.asarray(point_lps, dtype=float) - self._arrays[0]) @ self._normal
         return float(d) if np.ndim(d) == 0 else d
 
     def extent_mm(self) -> tuple[float, float]:
@@ -230,9 +259,43 @@ def _rotation_matrix(rotation: np.ndarray | None) -> np.ndarray:
     if rotation is None:
         return np.eye(3)
     r = np.asarray(rotation, dtype=float)
-    if r.shape != (3, 3) or not np.allclose(r.T @ r, np.eye(3), atol=1e-4):
+    if r.shape != (3, 3):
+        raise MedviewError("The view rotation must be a 3x3 rotation matrix")
+    return _checked_rotation(r.tobytes())
+
+
+@lru_cache(maxsize=64)
+def _checked_rotation(data: bytes) -> np.ndarray:
+    """The rotation held in ``data`` (3x3 float64), checked once per distinct rotation."""
+    r = np.frombuffer(data, dtype=float).reshape(3, 3)
+    if not np.all(np.isfinite(r)) or not np.allclose(r.T @ r, np.eye(3), atol=1e-4):
         raise MedviewError("The view rotation must be a 3x3 rotation matrix")
     return r
+
+
+@lru_cache(maxsize=64)
+def _view_frame(geometry: Geometry, view: str, rotation: bytes) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """``(u, v, aligned axes or None)`` of ``view`` turned by ``rotation``: fixed per grid and rotation."""
+    r = np.frombuffer(rotation, dtype=float).reshape(3, 3)
+    u0, v0 = VIEW_FRAMES[view]
+    u, v = r @ u0, r @ v0
+    return u, v, _aligned_axes(geometry, u, v)
+
+
+@lru_cache(maxsize=4096)
+def _aligned_plane(geometry: Geometry, view: str, rotation: bytes, k: int) -> Plane:
+    """The index-aligned plane of ``view`` on slice ``k`` along its normal axis (cached: scrolling and
+    dragging the crosshair revisit the same slices, and each costs a Plane to build)."""
+    au, su, av, sv, an = _view_frame(geometry, view, rotation)[2]
+    size = geometry.size_xyz
+    sp = geometry.spacing
+    d = geometry.direction_matrix
+    idx = np.zeros(3)
+    idx[au] = 0 if su > 0 else size[au] - 1
+    idx[av] = 0 if sv > 0 else size[av] - 1
+    idx[an] = k
+    return Plane(tuple(geometry.index_to_world(idx)), tuple(su * d[:, au]), tuple(sv * d[:, av]),
+                 (sp[au], sp[av]), (int(size[av]), int(size[au])))
 
 
 def view_plane(geometry: Geometry, view: str, center_lps: np.ndarray | tuple[float, ...],
@@ -262,25 +325,16 @@ def view_plane(geometry: Geometry, view: str, center_lps: np.ndarray | tuple[flo
     if view not in VIEW_FRAMES:
         raise MedviewError(f"Unknown view {view!r}; choose one of {', '.join(VIEW_FRAMES)}")
     r = _rotation_matrix(rotation)
-    u0, v0 = VIEW_FRAMES[view]
-    u, v = r @ u0, r @ v0
     center = np.asarray(center_lps, dtype=float).reshape(-1)
     if center.size != 3 or not np.all(np.isfinite(center)):
         raise MedviewError(f"The view centre must be a finite 3D point (mm), got {center.tolist()}")
+    rotation_key = r.tobytes()
+    u, v, axes = _view_frame(geometry, view, rotation_key)
+    if axes is not None:
+        return _aligned_plane(geometry, view, rotation_key, int(np.rint(geometry.world_to_index(center)[axes[4]])))
+
     size = np.array(geometry.size_xyz)
     sp = geometry.spacing
-
-    axes = _aligned_axes(geometry, u, v)
-    if axes is not None:
-        au, su, av, sv, an = axes
-        d = geometry.direction_matrix
-        idx = np.zeros(3)
-        idx[au] = 0 if su > 0 else size[au] - 1
-        idx[av] = 0 if sv > 0 else size[av] - 1
-        idx[an] = np.rint(geometry.world_to_index(center)[an])
-        return Plane(tuple(geometry.index_to_world(idx)), tuple(su * d[:, au]), tuple(sv * d[:, av]),
-                     (sp[au], sp[av]), (int(size[av]), int(size[au])))
-
     au, av, _ = _dominant_axes(geometry, u, v)
     s = float(min(sp[au], sp[av]))
     corners = np.array(np.meshgrid(*[[0, n - 1] for n in size], indexing="ij")).reshape(3, -1).T
@@ -474,6 +528,6 @@ def orientation_letters(u: np.ndarray | tuple[float, ...], v: np.ndarray | tuple
 @lru_cache(maxsize=64)
 def _orientation_letters(u: tuple[float, ...], v: tuple[float, ...]) -> tuple[tuple[str, str], ...]:
     """Cached: a view's axes change only when it is rotated, while its annotations are redrawn per move."""
-    uu, vv = _unit(u, "u"), _unit(v, "v")
+    uu, vv = np.array(_unit(u, "u")), np.array(_unit(v, "v"))
     return (("left", _letters_for(-uu)), ("right", _letters_for(uu)), ("top", _letters_for(-vv)),
             ("bottom", _letters_for(vv)))

@@ -206,9 +206,7 @@ class ViewerState:
         key = (view, id(self.volume.geometry), rotation_key, round(float(self.cursor @ normal), 6))
         plane = self._planes.get(key)
         if plane is None:
-            rotation = self.rotations[view]
-            plane = view_plane(self.volume.geometry, view, self.cursor,
-                               None if np.allclose(rotation, np.eye(3)) else rotation)
+            plane = view_plane(self.volume.geometry, view, self.cursor, self.rotations[view])
             if len(self._planes) > 64:
                 self._planes.clear()
             self._planes[key] = plane

@@ -15,6 +15,27 @@ from medview.qt.main_window import MainWindow
 from medview.qt.views.volume_view import SETTLE_MS, VolumeView3D
 
 
+_DELETED: list[str] = []
+_OBSERVERS: list = []
+
+
+def _watch_deletion(obj) -> None:
+    """Record ``obj``'s class name in ``_DELETED`` when VTK deletes it.
+
+    The observer is kept reachable from this module on purpose: a lambda referred to only by the VTK
+    object's wrapper is collected together with it when the garbage collector frees a cycle, CPython
+    clears a collected function's defaults first, and VTK's destructor then calls it and fails
+    ("missing 1 required positional argument"): the deletion happened but went unrecorded.
+    """
+    name = obj.GetClassName()
+
+    def deleted(_obj, _event) -> None:
+        _DELETED.append(name)
+
+    _OBSERVERS.append(deleted)
+    obj.AddObserver(vtkCommand.DeleteEvent, deleted)
+
+
 def _open(qtbot, window: MainWindow, path: Path):
     with qtbot.waitSignal(window.load_finished, timeout=60_000) as blocker:
         window.open_path(str(path))
@@ -114,14 +135,16 @@ def test_closing_and_reopening_20_times_leaks_no_render_window(qtbot, window: Ma
                                                                vtk_messages) -> None:
     _open(qtbot, window, chest_ct_sample)
     created: list[str] = []
-    deleted: list[str] = []
+    deleted = _DELETED
+    deleted.clear()
+    _OBSERVERS.clear()
     for _ in range(20):
         panel = _panel(qtbot, window)
         panel.scene.render()
         for obj in (panel.render_window, panel.scene.renderer, panel.interactor):
             name = obj.GetClassName()
             created.append(name)
-            obj.AddObserver(vtkCommand.DeleteEvent, lambda _o, _e, n=name: deleted.append(n))
+            _watch_deletion(obj)
         del obj
         window.grid.close_3d()
         assert window.grid.view_3d is None and window.grid.layout_name == "1x3"
@@ -144,7 +167,9 @@ def test_20_windows_with_the_3d_panel_close_cleanly(qtbot, tmp_path: Path, vtk_m
     ball = ((xx - 16) ** 2 + (yy - 16) ** 2 + ((zz - 12) * 2) ** 2 < 100).astype(np.int16) * 1200 - 1000
     volume = Volume(ball, Geometry(ball.shape, (1.0, 1.0, 2.0)), VolumeMetadata(modality="CT"))
     created: list[str] = []
-    deleted: list[str] = []
+    deleted = _DELETED
+    deleted.clear()
+    _OBSERVERS.clear()
     for i in range(20):
         w = MainWindow(settings=QSettings(str(tmp_path / f"s{i}.ini"), QSettings.Format.IniFormat))
         w.resize(800, 600)
@@ -156,7 +181,7 @@ def test_20_windows_with_the_3d_panel_close_cleanly(qtbot, tmp_path: Path, vtk_m
         for obj in (panel.render_window, panel.interactor):
             name = obj.GetClassName()
             created.append(name)
-            obj.AddObserver(vtkCommand.DeleteEvent, lambda _o, _e, n=name: deleted.append(n))
+            _watch_deletion(obj)
         del obj, panel
         w.close()
         wait_for_all()

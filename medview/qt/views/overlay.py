@@ -5,14 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPen, QStaticText
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
+
+
+SHADOW = QColor(0, 0, 0, 200)
+LIGHT = QColor(230, 230, 230)
+LETTER = QColor(255, 210, 90)
 
 
 class OverlayLayer:
     """Corner annotations, orientation letters and a scale bar, painted in the view's own paint pass.
 
     ``texts()`` returns exactly what is painted, so tests can check that no patient identifier is
-    drawn when the PHI switch is on.
+    drawn when the PHI switch is on.  Each corner's lines, each letter and the scale bar are rendered
+    once (text and its shadow) into a small premultiplied image and blitted on every repaint: while the
+    crosshair is dragged only the slice line of two views changes, and a blit costs a fraction of
+    laying out and drawing a dozen texts twice.
     """
 
     def __init__(self) -> None:
@@ -26,19 +34,13 @@ class OverlayLayer:
         self.bold = QFont(self.font)
         self.bold.setBold(True)
         self.bold.setPointSize(11)
-        self._static_texts: dict[str, QStaticText] = {}
-
-    def _static(self, line: str, bold: bool = False) -> QStaticText:
-        """Laid-out text, kept between repaints (most annotations stay the same while dragging)."""
-        key = f"\0{line}" if bold else line
-        text = self._static_texts.get(key)
-        if text is None:
-            if len(self._static_texts) > 256:
-                self._static_texts.clear()
-            text = self._static_texts[key] = QStaticText(line)
-            text.setTextFormat(Qt.TextFormat.PlainText)
-            text.prepare(font=self.bold if bold else self.font)
-        return text
+        # metrics of the device the blocks are drawn on (an image's resolution, not the screen's)
+        self._reference = QImage(1, 1, QImage.Format.Format_ARGB32_Premultiplied)
+        self._metrics = QFontMetricsF(self.font, self._reference)
+        self._bold_metrics = QFontMetricsF(self.bold, self._reference)
+        self._line_height, self._ascent = self._metrics.height(), self._metrics.ascent()
+        self._bold_height, self._bold_ascent = self._bold_metrics.height(), self._bold_metrics.ascent()
+        self._blocks: dict[tuple, QImage] = {}
 
     def texts(self) -> list[str]:
         out = [line for lines in self.corners.values() for line in lines]
@@ -47,52 +49,112 @@ class OverlayLayer:
             out.append(f"{self.bar_mm:g} mm")
         return out
 
+    # -- pre-rendered blocks ----------------------------------------------------------------------
+    def _block(self, key: tuple, dpr: float, make) -> QImage:
+        """The image for ``key`` at ``dpr``; on a miss ``make()`` gives ``(width, height, draw)`` and
+        ``draw(painter)`` paints it on a transparent image of that logical size."""
+        full = (*key, dpr)
+        image = self._blocks.get(full)
+        if image is None:
+            width, height, draw = make()
+            if len(self._blocks) > 128:
+                self._blocks.clear()
+            image = QImage(max(int(np.ceil(width * dpr)), 1), max(int(np.ceil(height * dpr)), 1),
+                           QImage.Format.Format_ARGB32_Premultiplied)
+            image.setDevicePixelRatio(dpr)
+            image.fill(Qt.GlobalColor.transparent)
+            painter = QPainter(image)
+            draw(painter)
+            painter.end()
+            self._blocks[full] = image
+        return image
+
+    def _lines_block(self, lines: tuple[str, ...], right: bool, dpr: float) -> QImage:
+        def make():
+            m = self._metrics
+            widths = [m.horizontalAdvance(line) for line in lines]
+            width, h = max(widths) + 1, m.height()
+
+            def draw(p: QPainter) -> None:
+                p.setFont(self.font)
+                for colour, d in ((SHADOW, 1.0), (LIGHT, 0.0)):  # a dark shadow one pixel down-right
+                    p.setPen(colour)
+                    for i, (line, tw) in enumerate(zip(lines, widths)):
+                        x = (width - 1 - tw) if right else 0.0
+                        p.drawText(QPointF(x + d, m.ascent() + i * h + d), line)
+
+            return width, h * len(lines) + 1, draw
+
+        return self._block(("lines", lines, right), dpr, make)
+
+    def _letter_block(self, letter: str, dpr: float) -> QImage:
+        def make():
+            m = self._bold_metrics
+
+            def draw(p: QPainter) -> None:
+                p.setFont(self.bold)
+                for colour, d in ((SHADOW, 1.0), (LETTER, 0.0)):
+                    p.setPen(colour)
+                    p.drawText(QPointF(d, m.ascent() + d), letter)
+
+            return m.horizontalAdvance(letter) + 1, m.height() + 1, draw
+
+        return self._block(("letter", letter), dpr, make)
+
+    def _bar_above(self) -> int:
+        """Height (pixels) of the scale bar's label above the bar."""
+        m = self._metrics
+        return int(np.ceil(m.ascent() + m.descent() + 6))
+
+    def _bar_block(self, bar_px: int, label: str, dpr: float) -> QImage:
+        def make():
+            y0 = self._bar_above()
+
+            def draw(p: QPainter) -> None:
+                p.setFont(self.font)
+                for colour, d in ((SHADOW, 1), (LIGHT, 0)):
+                    p.setPen(QPen(colour, 2))
+                    p.drawLine(1 + d, y0 + d, 1 + bar_px + d, y0 + d)
+                    for x in (1, 1 + bar_px):
+                        p.drawLine(x + d, y0 - 4 + d, x + d, y0 + 4 + d)
+                    p.drawText(1 + d, y0 - 6 + d, label)
+
+            return max(bar_px, self._metrics.horizontalAdvance(label)) + 4, y0 + 7, draw
+
+        return self._block(("bar", bar_px, label), dpr, make)
+
+    # -- painting ---------------------------------------------------------------------------------
     def paint(self, p: QPainter, w: int, ht: int) -> None:
-        p.setFont(self.font)
-        metrics = p.fontMetrics()
-        h = metrics.height()
-        shadow, light = QColor(0, 0, 0, 200), QColor(230, 230, 230)
-        placed = []
+        device = p.device()
+        dpr = float(device.devicePixelRatioF()) if device is not None else 1.0
+        h, ascent = self._line_height, self._ascent
         for key, lines in self.corners.items():
-            for i, line in enumerate(lines):
-                text = self._static(line)
-                tw = text.size().width()
-                x = 6 if key.endswith("left") else w - tw - 6
-                y = 4 + h * (i + 1) if key.startswith("top") else ht - 6 - h * (len(lines) - 1 - i)
-                placed.append((QPointF(x, y - metrics.ascent()), text))
-        # a dark shadow one pixel down-right keeps the text legible over bright anatomy
-        for colour, offset in ((shadow, QPointF(1, 1)), (light, QPointF(0, 0))):
-            p.setPen(colour)
-            for at, text in placed:
-                p.drawStaticText(at + offset, text)
-        p.setPen(QColor(255, 210, 90))
-        p.setFont(self.bold)
-        m2 = p.fontMetrics()
+            if not lines:
+                continue
+            right = key.endswith("right")
+            block = self._lines_block(tuple(lines), right, dpr)
+            bw = block.width() / dpr
+            x = w - bw - 5 if right else 6  # the block is one shadow pixel wider than the text
+            y = 4 + h - ascent if key.startswith("top") else ht - 6 - h * (len(lines) - 1) - ascent
+            p.drawImage(QPointF(round(x), round(y)), block)
+        bold_height, bold_ascent = self._bold_height, self._bold_ascent
         for side, letter in self.letters.items():
-            text = self._static(letter, bold=True)
-            tw = text.size().width()
+            block = self._letter_block(letter, dpr)
+            tw = block.width() / dpr - 1
             if side == "left":
                 x, baseline = 6, ht // 2
             elif side == "right":
                 x, baseline = w - tw - 6, ht // 2
             elif side == "top":
-                x, baseline = (w - tw) // 2, m2.height() + 2
+                x, baseline = (w - tw) // 2, bold_height + 2
             else:
                 x, baseline = (w - tw) // 2, ht - 8
-            at = QPointF(x, baseline - m2.ascent())
-            p.setPen(shadow)
-            p.drawStaticText(at + QPointF(1, 1), text)
-            p.setPen(QColor(255, 210, 90))
-            p.drawStaticText(at, text)
+            p.drawImage(QPointF(round(x), round(baseline - bold_ascent)), block)
         if self.bar_px > 4:
+            bar = int(self.bar_px)
+            block = self._bar_block(bar, f"{self.bar_mm:g} mm", dpr)
             x0, y0 = w - 16 - self.bar_px, ht - 6 - h * 4
-            p.setFont(self.font)
-            for colour, d in ((shadow, 1), (light, 0)):
-                p.setPen(QPen(colour, 2))
-                p.drawLine(int(x0) + d, int(y0) + d, int(x0 + self.bar_px) + d, int(y0) + d)
-                for x in (x0, x0 + self.bar_px):
-                    p.drawLine(int(x) + d, int(y0 - 4) + d, int(x) + d, int(y0 + 4) + d)
-                p.drawText(int(x0) + d, int(y0 - 6) + d, f"{self.bar_mm:g} mm")
+            p.drawImage(QPointF(int(x0) - 1, int(y0) - self._bar_above()), block)
 
 
 class SliceGraphicsView(pg.GraphicsView):

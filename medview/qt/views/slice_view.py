@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtGui import QColor, QPainter, QPen, QTransform
 from PySide6.QtWidgets import QSlider, QVBoxLayout, QWidget
 
 from medview.algorithms.display import palette_argb32, premultiplied_argb32, rgb_to_argb32, window_to_argb32
@@ -114,7 +114,7 @@ class SliceView(QWidget):
         self._overlay_key: tuple | None = None
         self._slider_key: tuple | None = None
         self._slice_index_key: tuple | None = None
-        self._slice_index: int | None = None
+        self._slice_index: tuple[int | None, int] = (None, 0)
 
         self.overlay = OverlayLayer()
         self.graphics = SliceGraphicsView(self.overlay)
@@ -129,6 +129,8 @@ class SliceView(QWidget):
         self.graphics.foreground_painters.insert(0, self._paint_crosshair)
         self.graphics.foreground_painters.insert(1, self._paint_detections)
         self._palette_key: tuple | None = None
+        self._label_table_key: tuple | None = None
+        self._label_tables: tuple[np.ndarray, np.ndarray] = (np.zeros((1, 4), np.uint8), np.zeros(1, np.uint32))
         self._palette = palette_argb32(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
         self.preview = pg.PlotDataItem(pen=pg.mkPen((255, 255, 0), width=1.5))
         self.preview.setZValue(20)
@@ -228,25 +230,29 @@ class SliceView(QWidget):
 
     def slice_index(self) -> int | None:
         """Index of the shown slice along the grid axis normal to this view (None when oblique)."""
+        return self._slice_position()[0]
+
+    def _slice_position(self) -> tuple[int | None, int]:
+        """``(slice index or None, number of slices along the normal)``, cached per grid and plane."""
         volume = self.state.volume
         if volume is None or self.plane is None:
-            return None
+            return None, 0
         key = (id(volume.geometry), self.plane)
         if self._slice_index_key != key:
-            self._slice_index_key, self._slice_index = key, slice_index_for(volume.geometry, self.plane)
+            self._slice_index_key = key
+            self._slice_index = (slice_index_for(volume.geometry, self.plane),
+                                 _normal_axis_length(volume.geometry, self.plane))
         return self._slice_index
 
     def _sync_slider(self) -> None:
         """Slider range and position: slices along this view's normal (hidden for oblique planes)."""
-        volume = self.state.volume
-        k = self.slice_index()
-        self.slider.setVisible(k is not None)
-        if k is None:
-            return
-        n = _normal_axis_length(volume.geometry, self.plane)
+        k, n = self._slice_position()
         if (n, k) == self._slider_key:
             return
         self._slider_key = (n, k)
+        self.slider.setVisible(k is not None)
+        if k is None:
+            return
         self.slider.blockSignals(True)
         self.slider.setRange(0, n - 1)
         self.slider.setValue(k)
@@ -314,18 +320,20 @@ class SliceView(QWidget):
         if moved:
             self.graphics.scene().update()  # queued like the items' own updates: merged into one repaint
 
+    def _view_to_device(self) -> QTransform:
+        """View coordinates (mm) to viewport pixels: one transform for everything painted in a frame."""
+        return self.view_box.childGroup.deviceTransform(self.graphics.viewportTransform())
+
     def _paint_crosshair(self, painter: QPainter, width: int, height: int) -> None:
         """Paint the crosshair lines (device coordinates) across the whole viewport."""
         if self.plane is None or self.state.volume is None:
             return
-        to_device = self.view_box.mapViewToDevice
+        to_device = self._view_to_device()
         reach = float(width + height)
         for line in self.lines.values():
             a = np.radians(line.angle)
-            p0 = to_device(line.pos)
-            p1 = to_device(line.pos + QPointF(float(np.cos(a)), float(np.sin(a))))
-            if p0 is None or p1 is None:
-                continue
+            p0 = to_device.map(line.pos)
+            p1 = to_device.map(line.pos + QPointF(float(np.cos(a)), float(np.sin(a))))
             dx, dy = p1.x() - p0.x(), p1.y() - p0.y()
             norm = float(np.hypot(dx, dy))
             if norm == 0:
@@ -345,7 +353,7 @@ class SliceView(QWidget):
         pen.setCosmetic(True)
         pen.setWidthF(1.5)
         painter.setPen(pen)
-        to_device = self.view_box.mapViewToDevice
+        to_device = self._view_to_device()
         for d in found.detections:
             centre = np.asarray(d.center_lps, dtype=float)
             radius = (d.diameter_mm or 6.0) / 2.0
@@ -354,9 +362,7 @@ class SliceView(QWidget):
                 continue
             cut = float(np.sqrt(max(radius * radius - distance * distance, 0.0)))
             c = self.world_to_view(centre - distance * normal)
-            p0, p1 = to_device(c), to_device(QPointF(c.x() + cut, c.y()))
-            if p0 is None or p1 is None:
-                continue
+            p0, p1 = to_device.map(c), to_device.map(QPointF(c.x() + cut, c.y()))
             r = max(abs(p1.x() - p0.x()), 3.0)
             painter.drawEllipse(p0, r, r)
             painter.drawText(QPointF(p0.x() + r + 2, p0.y() - r), f"{d.score:.2g}")
@@ -370,26 +376,40 @@ class SliceView(QWidget):
             self.image.set_labels(None)
             return
         lab = reslice(labels.array, labels.geometry, self.plane, order=0, fill=0)
-        lab = np.rint(lab).astype(np.int32) if lab.dtype.kind == "f" else lab.astype(np.int32)
-        n = max(self.state.label_max, max((entry.value for entry in labels.labels), default=0)) + 1
-        lut = np.zeros((n, 4), np.uint8)
-        overall = self.state.label_display.opacity
-        for entry in labels.labels:
-            if entry.visible and 0 < entry.value < n:
-                lut[entry.value] = (*entry.color, int(255 * entry.opacity * overall))
-        if self.state.label_display.outline:
-            edge = np.zeros_like(lab, dtype=bool)
+        if lab.dtype.kind == "f":
+            lab = np.rint(lab).astype(np.int32)
+        outline = self.state.label_display.outline
+        # a uint8 map indexes a 256-entry table directly: no conversion of the slice
+        n = 256 if lab.dtype == np.uint8 else max(self.state.label_max, int(lab.max(initial=0)),
+                                                   max((e.value for e in labels.labels), default=0)) + 1
+        rgba, words = self._label_table(labels, n, outline)
+        if outline:
+            edge = np.zeros(lab.shape, dtype=bool)
             edge[1:, :] |= lab[1:, :] != lab[:-1, :]
             edge[:-1, :] |= lab[:-1, :] != lab[1:, :]
             edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
             edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
             lab = np.where(edge, lab, 0)
-            lut[1:, 3] = np.where(lut[1:, 3] > 0, 255, 0)
-        if not lut[:, 3].any() or not lab.any():  # nothing to draw here: one blit less per repaint
+        if not rgba[:, 3].any() or not np.count_nonzero(lab):  # nothing to draw here: one blit less per repaint
             self.image.set_labels(None)
             return
-        index = lab.astype(np.uint8) if n <= 256 else np.clip(lab, 0, n - 1)
-        self.image.set_labels(index, lut, premultiplied_argb32(lut)[index])
+        index = lab if lab.dtype == np.uint8 else np.clip(lab, 0, n - 1).astype(np.uint8 if n <= 256 else np.intp)
+        self.image.set_labels(index, rgba, np.take(words, index))
+
+    def _label_table(self, labels, n: int, outline: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgba, premultiplied words)`` per label value, rebuilt only when a colour, opacity or
+        visibility changes (a new slice only looks its pixels up)."""
+        overall = self.state.label_display.opacity
+        key = (n, outline, overall, tuple((e.value, tuple(e.color), e.visible, e.opacity) for e in labels.labels))
+        if key != self._label_table_key:
+            rgba = np.zeros((n, 4), np.uint8)
+            for entry in labels.labels:
+                if entry.visible and 0 < entry.value < n:
+                    rgba[entry.value] = (*entry.color, int(255 * entry.opacity * overall))
+            if outline:
+                rgba[1:, 3] = np.where(rgba[1:, 3] > 0, 255, 0)
+            self._label_table_key, self._label_tables = key, (rgba, premultiplied_argb32(rgba))
+        return self._label_tables
 
     def _draw_threshold_preview(self) -> None:
         """The voxels of this slice within the threshold being edited, in a preview colour."""
@@ -477,10 +497,10 @@ class SliceView(QWidget):
                          f"{_format_date(md.study_date)}"]
         top_left += [f"{md.modality} {md.series_description}".strip()]
         position = float(np.dot(self.plane.origin, self.plane.normal()))  # the slice shown, not the cursor
-        k = self.slice_index()
+        k, n = self._slice_position()
         slice_text = self.view.capitalize()
         if k is not None:
-            slice_text += f"  {k + 1}/{_normal_axis_length(volume.geometry, self.plane)}"
+            slice_text += f"  {k + 1}/{n}"
         if self.state.slab_mm > 0:
             slice_text += f"  {self.state.slab_mode.upper()} {self.state.slab_mm:g} mm"
         bottom_left = [slice_text, f"pos {position:.1f} mm"]
