@@ -14,7 +14,6 @@ from medview.algorithms.reslice import slice_index_for
 from medview.qt.main_window import MainWindow
 from medview.qt.views.volume_view import SETTLE_MS, VolumeView3D
 
-
 _DELETED: list[str] = []
 _OBSERVERS: list = []
 

@@ -7,7 +7,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 
-
 SHADOW = QColor(0, 0, 0, 200)
 LIGHT = QColor(230, 230, 230)
 LETTER = QColor(255, 210, 90)
@@ -79,7 +78,7 @@ class OverlayLayer:
                 p.setFont(self.font)
                 for colour, d in ((SHADOW, 1.0), (LIGHT, 0.0)):  # a dark shadow one pixel down-right
                     p.setPen(colour)
-                    for i, (line, tw) in enumerate(zip(lines, widths)):
+                    for i, (line, tw) in enumerate(zip(lines, widths, strict=True)):
                         x = (width - 1 - tw) if right else 0.0
                         p.drawText(QPointF(x + d, m.ascent() + i * h + d), line)
 
