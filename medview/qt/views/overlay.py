@@ -164,6 +164,9 @@ class SliceGraphicsView(pg.GraphicsView):
         self.overlay = overlay
         # the overlay and crosshair cover the whole viewport, so any change repaints all of it, once
         self.setViewportUpdateMode(pg.QtWidgets.QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        # pyqtgraph caches the background in a pixmap: copying that (a read and a write of every pixel)
+        # costs more than filling the plain black background again
+        self.setCacheMode(pg.QtWidgets.QGraphicsView.CacheModeFlag.CacheNone)
         # the view paints every pixel (black background): Qt need not repaint the parents underneath
         self.setFrameShape(pg.QtWidgets.QFrame.Shape.NoFrame)
         for widget in (self, self.viewport()):
