@@ -89,3 +89,41 @@ def premultiplied_argb32(rgba: np.ndarray) -> np.ndarray:
     a = rgba[:, 3]
     r, g, b = ((rgba[:, i] * a + 127) // 255 for i in range(3))
     return ((a << 24) | (r << 16) | (g << 8) | b).astype(np.uint32)
+
+
+# -- labels composited into the slice (one table, one gather per slice) -------------------------------
+def composite_table(palette: np.ndarray, label_rgba: np.ndarray) -> np.ndarray:
+    """Opaque RGB32 words for every (label value, 8-bit grey level) pair: ``table[l * 256 + g]`` is label
+    ``l``'s colour (straight alpha) drawn source-over on ``palette[g]``.
+
+    ``palette`` holds 256 words from :func:`palette_argb32`, ``label_rgba`` is ``(n, 4)`` uint8 with
+    ``n <= 256``; a label of alpha 0 leaves the grey level's colour unchanged.  Built once per colour
+    change, it turns "window, colour, then blend the labels" into one lookup per pixel
+    (:func:`composite_words`) instead of a second full-size image blended by the screen's raster engine.
+    """
+    rgba = np.asarray(label_rgba, dtype=np.float64)
+    if rgba.ndim != 2 or rgba.shape[1] != 4 or not 0 < rgba.shape[0] <= 256:
+        raise ValueError(f"label colours need shape (n <= 256, 4), got {rgba.shape}")
+    pal = np.ascontiguousarray(palette, dtype=np.uint32)
+    if pal.shape != (256,):
+        raise ValueError(f"a palette needs 256 words, got shape {pal.shape}")
+    table = np.zeros((256, 256), dtype=np.uint32)
+    alpha = rgba[:, 3:4] / 255.0  # (n, 1)
+    out = np.full((rgba.shape[0], 256), 0xFF000000, dtype=np.uint32)
+    for shift, channel in ((16, 0), (8, 1), (0, 2)):
+        under = ((pal >> shift) & 0xFF).astype(np.float64)[None, :]  # (1, 256)
+        value = np.rint(rgba[:, channel:channel + 1] * alpha + under * (1.0 - alpha))
+        out |= np.clip(value, 0, 255).astype(np.uint32) << shift
+    table[:rgba.shape[0]] = out
+    table[rgba.shape[0]:] = pal[None, :]  # values without an entry draw as the bare slice
+    return table.reshape(-1)
+
+
+def composite_words(grey: np.ndarray, index: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The slice's 8-bit levels ``grey`` with labels ``index`` (uint8, same shape) composited through a
+    :func:`composite_table`: ``table[index * 256 + grey]``."""
+    if grey.shape != index.shape or grey.dtype != np.uint8 or index.dtype != np.uint8:
+        raise ValueError("grey levels and label index must be uint8 arrays of the same shape")
+    key = np.left_shift(index, 8, dtype=np.uint16)
+    key |= grey
+    return np.take(table, key)

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from medview.algorithms.display import (
+    composite_table,
+    composite_words,
     palette_argb32,
     premultiplied_argb32,
     rgb_to_argb32,
@@ -52,3 +54,42 @@ def test_rgb_and_premultiplied_words() -> None:
     assert int(rgb_to_argb32(rgb16)[0, 0]) == 0xFFFF0100
     words = premultiplied_argb32(np.array([[255, 0, 0, 128], [10, 20, 30, 0], [40, 80, 120, 255]], np.uint8))
     assert [int(w) for w in words] == [0x80800000, 0, 0xFF285078]
+
+
+def _channels(words: np.ndarray) -> np.ndarray:
+    return np.stack([(words >> 16) & 0xFF, (words >> 8) & 0xFF, words & 0xFF], axis=-1).astype(float)
+
+
+def test_composited_labels_are_each_label_drawn_over_the_windowed_slice() -> None:
+    """Per pixel: colour * alpha + under * (1 - alpha), from the straight-alpha label colour and the
+    palette colour of the pixel's grey level; label 0, hidden labels and values past the table are bare."""
+    rng = np.random.default_rng(4)
+    palette = palette_argb32(rng.integers(0, 256, (256, 3)).astype(np.uint8))
+    rgba = np.zeros((5, 4), np.uint8)
+    rgba[1] = (255, 0, 0, 128)
+    rgba[2] = (60, 180, 75, 77)
+    rgba[3] = (10, 20, 30, 255)
+    rgba[4] = (200, 200, 0, 0)  # hidden
+    grey = rng.integers(0, 256, (40, 30)).astype(np.uint8)
+    index = rng.integers(0, 7, (40, 30)).astype(np.uint8)  # 5 and 6 have no entry
+    out = composite_words(grey, index, composite_table(palette, rgba))
+    assert out.dtype == np.uint32 and out.shape == grey.shape
+    assert np.all(out >> 24 == 0xFF)
+    under = _channels(palette[grey])
+    colour = rgba[np.minimum(index, 4)].astype(float)
+    alpha = np.where(index <= 4, colour[..., 3] / 255.0, 0.0)[..., None]
+    expected = colour[..., :3] * alpha + under * (1.0 - alpha)
+    assert np.abs(_channels(out) - expected).max() <= 0.5
+    bare = (index == 0) | (index >= 4)
+    assert np.array_equal(out[bare], palette[grey][bare])
+
+
+def test_composite_refuses_what_it_cannot_index() -> None:
+    palette = palette_argb32(np.zeros((256, 3), np.uint8))
+    with pytest.raises(ValueError):
+        composite_table(palette, np.zeros((300, 4), np.uint8))
+    table = composite_table(palette, np.zeros((3, 4), np.uint8))
+    with pytest.raises(ValueError):
+        composite_words(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8), table)
+    with pytest.raises(ValueError):
+        composite_words(np.zeros((2, 2), np.int16), np.zeros((2, 2), np.uint8), table)

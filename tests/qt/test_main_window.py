@@ -281,6 +281,38 @@ def test_label_overlay_draws_the_tumour(qtbot, window: MainWindow, chest_ct_samp
     assert axial.shown_labels() is None
 
 
+def test_labels_composited_into_the_slice_look_as_qt_would_blend_them(qtbot, window: MainWindow,
+                                                                       chest_ct_sample: Path) -> None:
+    """The labels are drawn into the slice's own pixels (one table lookup); Qt's source-over of the same
+    label layer over the same slice is the reference: every pixel within one level per channel."""
+    from PySide6.QtGui import QImage, QPainter
+
+    _open(qtbot, window, chest_ct_sample)
+    qtbot.waitUntil(lambda: window.state.labels is not None, timeout=10_000)
+    labels = window.state.labels
+    z, y, x = (int(np.median(a)) for a in np.nonzero(labels.array))
+    window.state.set_label_opacity(1, 0.6)
+    window.state.set_cursor(labels.geometry.index_to_world([x, y, z]))
+    axial = window.grid.views["axial"]
+    base, rgba = axial.image.displayed_rgb(), axial.shown_labels()
+    assert rgba is not None and 0 < rgba[..., 3].max() < 255  # translucent: the blend matters
+    shown = axial.image._words  # what the item blits
+    h, w = base.shape[:2]
+    under = np.ascontiguousarray((0xFF << 24) | (base[..., 0].astype(np.uint32) << 16)
+                                 | (base[..., 1].astype(np.uint32) << 8) | base[..., 2].astype(np.uint32))
+    over = np.ascontiguousarray((rgba[..., 3].astype(np.uint32) << 24) | (rgba[..., 0].astype(np.uint32) << 16)
+                                | (rgba[..., 1].astype(np.uint32) << 8) | rgba[..., 2].astype(np.uint32))
+    target = QImage(under.data, w, h, w * 4, QImage.Format.Format_RGB32).copy()
+    painter = QPainter(target)
+    painter.drawImage(0, 0, QImage(over.data, w, h, w * 4, QImage.Format.Format_ARGB32))
+    painter.end()
+    ref = np.frombuffer(target.constBits(), np.uint32, count=w * h).reshape(h, w)
+    for shift in (16, 8, 0):
+        diff = np.abs(((shown >> shift) & 0xFF).astype(int) - ((ref >> shift) & 0xFF).astype(int))
+        assert diff.max() <= 1, shift
+    assert not np.array_equal(shown, under)  # the labels are in the pixels
+
+
 def test_shortcuts_help_lists_keys(qtbot, window: MainWindow) -> None:
     window.show_shortcuts()
     from PySide6.QtWidgets import QMessageBox

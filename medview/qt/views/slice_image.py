@@ -2,10 +2,14 @@
 
 pyqtgraph's ImageItem converts its 8-bit indexed image to 32 bits on every paint (about 0.5 ms per
 512^2 layer in software); here the windowed, coloured slice is already in Qt's RGB32 layout and the
-labels in premultiplied ARGB32, the raster engine's fast paths, so a repaint is two plain blits.
+labels in premultiplied ARGB32, the raster engine's fast paths.  Label maps of up to 256 values are
+composited into the slice's pixels before they get here (one table lookup per pixel), so a repaint is
+one scaled blit; a separate label layer is left for colour images and the threshold preview.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from PySide6.QtCore import QRectF
@@ -30,18 +34,30 @@ class SliceImageItem(QGraphicsObject):
         self._label_rgba: np.ndarray | None = None
         self._label_words: np.ndarray | None = None
         self._label_image: QImage | None = None
+        self._base: Callable[[], np.ndarray] | None = None  # the slice without labels, when they are composited
         # kept as a device-resolution pixmap between changes: a view whose slice did not change (the axial
         # view while the crosshair is dragged in it) repaints with one unscaled blit instead of two scaled ones
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     # -- content ---------------------------------------------------------------------------------
-    def set_image(self, words: np.ndarray | None, rect: QRectF | None = None) -> None:
-        """Show ``words`` (0xAARRGGBB, opaque) stretched over ``rect``; ``None`` clears the item."""
+    def set_image(self, words: np.ndarray | None, rect: QRectF | None = None,
+                  composited: tuple[Callable[[], np.ndarray], np.ndarray, np.ndarray] | None = None) -> None:
+        """Show ``words`` (0xAARRGGBB, opaque) stretched over ``rect``; ``None`` clears the item.
+
+        ``composited`` says that ``words`` already has labels drawn in: ``(slice, index, rgba)`` where
+        ``slice()`` gives the pixels without labels and ``index``/``rgba`` describe the labels (for
+        :meth:`displayed_rgb` and :meth:`displayed_labels`); no separate label layer is blended then.
+        """
+        self._base = None
         if words is None:
             self._words = self._image = None
             self.set_labels(None)
             self.update()
             return
+        if composited is not None:
+            self._base, index, rgba = composited
+            self._label_image = self._label_words = None
+            self._label_index, self._label_rgba = index, rgba
         self._words = np.ascontiguousarray(words, dtype=np.uint32)
         self._image = _qimage(self._words, QImage.Format.Format_RGB32)
         if rect is not None and rect != self._rect:
@@ -51,7 +67,8 @@ class SliceImageItem(QGraphicsObject):
 
     def set_labels(self, index: np.ndarray | None, rgba: np.ndarray | None = None,
                    words: np.ndarray | None = None) -> None:
-        """Labels over the slice: ``index`` (rows, cols) into ``rgba`` (n, 4) straight-alpha colours, and
+        """A separate label layer (after a :meth:`set_image` without ``composited``): ``index``
+        (rows, cols) into ``rgba`` (n, 4) straight-alpha colours, and
         ``words`` the same pixels premultiplied (what is blitted). ``None`` hides the overlay."""
         if index is None or words is None:
             self._label_index = self._label_rgba = self._label_words = self._label_image = None
@@ -69,7 +86,7 @@ class SliceImageItem(QGraphicsObject):
         """The slice's pixels as drawn, ``(rows, cols, 3)`` uint8 (without labels)."""
         if self._words is None:
             return None
-        w = self._words
+        w = self._base() if self._base is not None else self._words
         return np.stack([(w >> 16) & 0xFF, (w >> 8) & 0xFF, w & 0xFF], axis=-1).astype(np.uint8)
 
     def displayed_labels(self) -> np.ndarray | None:

@@ -13,7 +13,15 @@ from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QTransform
 from PySide6.QtWidgets import QSlider, QVBoxLayout, QWidget
 
-from medview.algorithms.display import palette_argb32, premultiplied_argb32, rgb_to_argb32, window_to_argb32
+from medview.algorithms.display import (
+    composite_table,
+    composite_words,
+    palette_argb32,
+    premultiplied_argb32,
+    rgb_to_argb32,
+    window_to_argb32,
+    window_to_uint8,
+)
 from medview.algorithms.reslice import Plane, is_index_aligned, orientation_letters, reslice, slice_index_for
 from medview.app.editing import BrushSettings, Stroke, fill_at
 from medview.app.measurements import Measurement
@@ -130,6 +138,9 @@ class SliceView(QWidget):
         self.graphics.foreground_painters.insert(1, self._paint_detections)
         self._palette_key: tuple | None = None
         self._label_table_key: tuple | None = None
+        self._label_layer: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
+        self._composite_key: tuple | None = None
+        self._composite = np.zeros(0, np.uint32)
         self._label_tables: tuple[np.ndarray, np.ndarray] = (np.zeros((1, 4), np.uint8), np.zeros(1, np.uint32))
         self._palette = palette_argb32(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
         self.preview = pg.PlotDataItem(pen=pg.mkPen((255, 255, 0), width=1.5))
@@ -218,8 +229,8 @@ class SliceView(QWidget):
             su, sv = plane.spacing
             rows, cols = data.shape[:2]
             self._image_rect = QRectF(0, 0, cols * su, rows * sv)
-            self._apply_levels(update_overlay=False)
-            self._draw_labels()
+            self._label_layer = self._make_label_layer()
+            self._show()
             self._draw_measurements()
         if self._zoom_pending and self.image_data is not None:
             self._zoom_pending = False
@@ -273,18 +284,42 @@ class SliceView(QWidget):
         return float(d[:, axis] @ normal) > 0
 
     def _apply_levels(self, update_overlay: bool = True) -> None:
-        """Window the current slice to 8 bits (fast LUT, off pyqtgraph's slow path) and colour it."""
+        """The window or colours changed: draw the slice (and its labels) again."""
+        self._show()
+        if update_overlay:
+            self._update_overlay()
+
+    def _show(self) -> None:
+        """Window the current slice to 8 bits (fast LUT, off pyqtgraph's slow path), colour it and draw the
+        labels: composited into the same pixels through one table when the map has at most 256 values
+        (a lookup per slice pixel instead of a second image blended at screen resolution), else as a layer."""
         volume = self.state.volume
         if volume is None or self.image_data is None:
             return
+        layer = self._label_layer
         if volume.is_color:
-            words = rgb_to_argb32(self.image_data)
+            self.image.set_image(rgb_to_argb32(self.image_data), self._image_rect)
         else:
             w = self.state.window
-            words = window_to_argb32(self.image_data, w.low, w.high, self._current_palette())
-        self.image.set_image(words, self._image_rect)
-        if update_overlay:
-            self._update_overlay()
+            palette = self._current_palette()
+            if layer is not None and layer[3] and layer[0].shape == self.image_data.shape[:2]:
+                index, rgba = layer[0], layer[1]
+                grey = window_to_uint8(self.image_data, w.low, w.high)
+                words = composite_words(grey, index, self._composite_table(palette, rgba))
+                self.image.set_image(words, self._image_rect,
+                                     composited=(lambda: np.take(palette, grey), index, rgba))
+                return
+            self.image.set_image(window_to_argb32(self.image_data, w.low, w.high, palette), self._image_rect)
+        if layer is None or layer[0].shape != self.image_data.shape[:2]:
+            self.image.set_labels(None)
+        else:
+            self.image.set_labels(layer[0], layer[1], layer[2])
+
+    def _composite_table(self, palette: np.ndarray, rgba: np.ndarray) -> np.ndarray:
+        key = (self._palette_key, self._label_table_key if rgba is self._label_tables[0] else id(rgba))
+        if key != self._composite_key:
+            self._composite_key, self._composite = key, composite_table(palette, rgba)
+        return self._composite
 
     def _current_palette(self) -> np.ndarray:
         """The colormap (inverted if asked) as 256 RGB32 words, rebuilt only when it changes."""
@@ -368,13 +403,20 @@ class SliceView(QWidget):
             painter.drawText(QPointF(p0.x() + r + 2, p0.y() - r), f"{d.score:.2g}")
 
     def _draw_labels(self) -> None:
+        """The labels (or the threshold preview) changed: draw this slice again."""
+        self._label_layer = self._make_label_layer()
+        self._show()
+
+    def _make_label_layer(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:
+        """``(index, rgba, premultiplied words, composite)`` of this slice's labels, or None when none show.
+
+        ``index`` indexes ``rgba`` per pixel; ``composite`` says the slice may take them into its own
+        pixels (a uint8 index into at most 256 entries); otherwise ``words`` is blended as a layer."""
         if self.state.threshold_preview is not None and self.image_data is not None and self.image_data.ndim == 2:
-            self._draw_threshold_preview()
-            return
+            return self._threshold_preview_layer()
         labels = self.state.labels
         if labels is None or self.plane is None or self.state.volume is None or self.image_data is None:
-            self.image.set_labels(None)
-            return
+            return None
         lab = reslice(labels.array, labels.geometry, self.plane, order=0, fill=0)
         if lab.dtype.kind == "f":
             lab = np.rint(lab).astype(np.int32)
@@ -390,11 +432,11 @@ class SliceView(QWidget):
             edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
             edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
             lab = np.where(edge, lab, 0)
-        if not rgba[:, 3].any() or not np.count_nonzero(lab):  # nothing to draw here: one blit less per repaint
-            self.image.set_labels(None)
-            return
+        if not rgba[:, 3].any() or not np.count_nonzero(lab):  # nothing to draw here
+            return None
         index = lab if lab.dtype == np.uint8 else np.clip(lab, 0, n - 1).astype(np.uint8 if n <= 256 else np.intp)
-        self.image.set_labels(index, rgba, np.take(words, index))
+        composite = index.dtype == np.uint8 and self.image_data.ndim == 2
+        return index, rgba, (None if composite else np.take(words, index)), composite
 
     def _label_table(self, labels, n: int, outline: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(rgba, premultiplied words)`` per label value, rebuilt only when a colour, opacity or
@@ -411,8 +453,8 @@ class SliceView(QWidget):
             self._label_table_key, self._label_tables = key, (rgba, premultiplied_argb32(rgba))
         return self._label_tables
 
-    def _draw_threshold_preview(self) -> None:
-        """The voxels of this slice within the threshold being edited, in a preview colour."""
+    def _threshold_preview_layer(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:
+        """The voxels of this slice within the threshold being edited, in a preview colour (a layer)."""
         lower, upper = self.state.threshold_preview
         data = self.image_data
         inside = np.ones(data.shape, dtype=bool)
@@ -421,11 +463,10 @@ class SliceView(QWidget):
         if upper is not None:
             inside &= data <= upper
         if not inside.any():
-            self.image.set_labels(None)
-            return
+            return None
         table = np.array([[0, 0, 0, 0], [40, 220, 120, 110]], dtype=np.uint8)
         index = inside.view(np.uint8)
-        self.image.set_labels(index, table, premultiplied_argb32(table)[index])
+        return index, table, premultiplied_argb32(table)[index], False
 
     def shown_labels(self) -> np.ndarray | None:
         """The label overlay as drawn (RGBA per pixel), or None when nothing is drawn."""
