@@ -40,6 +40,8 @@ class OverlayLayer:
         self._line_height, self._ascent = self._metrics.height(), self._metrics.ascent()
         self._bold_height, self._bold_ascent = self._bold_metrics.height(), self._bold_metrics.ascent()
         self._blocks: dict[tuple, QImage] = {}
+        self._placed_key: tuple | None = None
+        self._placed: list[tuple[QPointF, QImage]] = []
 
     def texts(self) -> list[str]:
         out = [line for lines in self.corners.values() for line in lines]
@@ -126,6 +128,16 @@ class OverlayLayer:
     def paint(self, p: QPainter, w: int, ht: int) -> None:
         device = p.device()
         dpr = float(device.devicePixelRatioF()) if device is not None else 1.0
+        key = (tuple(map(tuple, self.corners.values())), tuple(self.letters.items()), self.bar_mm, self.bar_px,
+               w, ht, dpr)
+        if key != self._placed_key:  # place the blocks once per change, not on every repaint
+            self._placed_key, self._placed = key, self._place(w, ht, dpr)
+        for at, block in self._placed:
+            p.drawImage(at, block)
+
+    def _place(self, w: int, ht: int, dpr: float) -> list[tuple[QPointF, QImage]]:
+        """Every block with its top-left corner in the viewport."""
+        placed = []
         h, ascent = self._line_height, self._ascent
         for key, lines in self.corners.items():
             if not lines:
@@ -135,7 +147,7 @@ class OverlayLayer:
             bw = block.width() / dpr
             x = w - bw - 5 if right else 6  # the block is one shadow pixel wider than the text
             y = 4 + h - ascent if key.startswith("top") else ht - 6 - h * (len(lines) - 1) - ascent
-            p.drawImage(QPointF(round(x), round(y)), block)
+            placed.append((QPointF(round(x), round(y)), block))
         bold_height, bold_ascent = self._bold_height, self._bold_ascent
         for side, letter in self.letters.items():
             block = self._letter_block(letter, dpr)
@@ -148,12 +160,12 @@ class OverlayLayer:
                 x, baseline = (w - tw) // 2, bold_height + 2
             else:
                 x, baseline = (w - tw) // 2, ht - 8
-            p.drawImage(QPointF(round(x), round(baseline - bold_ascent)), block)
+            placed.append((QPointF(round(x), round(baseline - bold_ascent)), block))
         if self.bar_px > 4:
-            bar = int(self.bar_px)
-            block = self._bar_block(bar, f"{self.bar_mm:g} mm", dpr)
+            block = self._bar_block(int(self.bar_px), f"{self.bar_mm:g} mm", dpr)
             x0, y0 = w - 16 - self.bar_px, ht - 6 - h * 4
-            p.drawImage(QPointF(int(x0) - 1, int(y0) - self._bar_above()), block)
+            placed.append((QPointF(int(x0) - 1, int(y0) - self._bar_above()), block))
+        return placed
 
 
 class SliceGraphicsView(pg.GraphicsView):

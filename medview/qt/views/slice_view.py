@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QLineF, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QTransform
-from PySide6.QtWidgets import QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QSlider, QStyle, QStyleOptionSlider, QVBoxLayout, QWidget
 
 from medview.algorithms.display import (
     composite_table,
@@ -43,6 +43,32 @@ class CrosshairLine:
         self.pen.setCosmetic(True)
         self.angle = 0.0  # degrees from the view's +x axis
         self.pos = QPointF()
+
+
+class SliceSlider(QSlider):
+    """The slice slider under a view, painted as a flat groove, fill and handle.
+
+    It moves on every frame of a crosshair drag; Fusion's gradients and rounded paths cost about as much
+    as the slice itself.  Geometry (and so mouse handling) is the style's own: only the look is simpler.
+    """
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
+        option = QStyleOptionSlider()
+        self.initStyleOption(option)
+        style = self.style()
+        handle = style.subControlRect(QStyle.ComplexControl.CC_Slider, option, QStyle.SubControl.SC_SliderHandle, self)
+        palette = self.palette()
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), palette.window())
+        mid = self.height() // 2
+        groove = QRect(2, mid - 2, max(self.width() - 4, 0), 4)
+        painter.fillRect(groove, palette.mid())
+        painter.fillRect(QRect(groove.left(), groove.top(), max(handle.center().x() - groove.left(), 0), 4),
+                         palette.highlight())
+        painter.fillRect(handle.adjusted(1, 1, -1, -1), palette.button())
+        painter.setPen(palette.dark().color())
+        painter.drawRect(handle.adjusted(1, 1, -2, -2))
+        painter.end()
 
 
 class SliceViewBox(pg.ViewBox):
@@ -147,7 +173,7 @@ class SliceView(QWidget):
         self.preview.setZValue(20)
         self.view_box.addItem(self.preview, ignoreBounds=True)
         self.measure_items: list[pg.GraphicsObject] = []
-        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider = SliceSlider(Qt.Orientation.Horizontal)
         self.slider.setToolTip("Slice")
         self.slider.setAutoFillBackground(True)  # opaque: moving it does not repaint the window behind it
         self.slider.valueChanged.connect(self._slider_moved)
@@ -417,7 +443,8 @@ class SliceView(QWidget):
         labels = self.state.labels
         if labels is None or self.plane is None or self.state.volume is None or self.image_data is None:
             return None
-        lab = reslice(labels.array, labels.geometry, self.plane, order=0, fill=0)
+        # one contiguous copy: a sagittal cut is a strided view, and it is read two or three times below
+        lab = np.ascontiguousarray(reslice(labels.array, labels.geometry, self.plane, order=0, fill=0))
         if lab.dtype.kind == "f":
             lab = np.rint(lab).astype(np.int32)
         outline = self.state.label_display.outline
