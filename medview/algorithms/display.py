@@ -121,9 +121,17 @@ def composite_table(palette: np.ndarray, label_rgba: np.ndarray) -> np.ndarray:
 
 def composite_words(grey: np.ndarray, index: np.ndarray, table: np.ndarray) -> np.ndarray:
     """The slice's 8-bit levels ``grey`` with labels ``index`` (uint8, same shape) composited through a
-    :func:`composite_table`: ``table[index * 256 + grey]``."""
-    if grey.shape != index.shape or grey.dtype != np.uint8 or index.dtype != np.uint8:
+    :func:`composite_table`: ``table[index * 256 + grey]``.  ``index`` may also be given as
+    :func:`label_keys` of it (kept while only the window changes: one pass less per frame)."""
+    if grey.dtype != np.uint8 or grey.shape != index.shape or index.dtype not in (np.uint8, np.uint16):
         raise ValueError("grey levels and label index must be uint8 arrays of the same shape")
-    key = np.left_shift(index, 8, dtype=np.uint16)
+    key = label_keys(index) if index.dtype == np.uint8 else index.copy()
     key |= grey
     return np.take(table, key)
+
+
+def label_keys(index: np.ndarray) -> np.ndarray:
+    """``index * 256`` as uint16: the label half of a :func:`composite_table` key."""
+    if index.dtype != np.uint8:
+        raise ValueError("the label index must be uint8")
+    return np.left_shift(index, 8, dtype=np.uint16)

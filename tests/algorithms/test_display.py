@@ -6,6 +6,7 @@ import pytest
 from medview.algorithms.display import (
     composite_table,
     composite_words,
+    label_keys,
     palette_argb32,
     premultiplied_argb32,
     rgb_to_argb32,
@@ -72,8 +73,10 @@ def test_composited_labels_are_each_label_drawn_over_the_windowed_slice() -> Non
     rgba[4] = (200, 200, 0, 0)  # hidden
     grey = rng.integers(0, 256, (40, 30)).astype(np.uint8)
     index = rng.integers(0, 7, (40, 30)).astype(np.uint8)  # 5 and 6 have no entry
-    out = composite_words(grey, index, composite_table(palette, rgba))
+    table = composite_table(palette, rgba)
+    out = composite_words(grey, index, table)
     assert out.dtype == np.uint32 and out.shape == grey.shape
+    assert np.array_equal(composite_words(grey, label_keys(index), table), out)  # the precomputed label half
     assert np.all(out >> 24 == 0xFF)
     under = _channels(palette[grey])
     colour = rgba[np.minimum(index, 4)].astype(float)

@@ -121,6 +121,24 @@ def test_window_presets_and_right_drag(qtbot, window: MainWindow, chest_ct_sampl
     assert after.width > before.width and after.center > before.center
 
 
+def test_histogram_region_follows_the_window_and_sets_it(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    """The window panel's region shows the window (at most REGION_FOLLOW_MS behind a drag), and dragging the
+    region sets the window."""
+    from medview.core.volume import WindowPreset
+    from medview.qt.panels.histogram import REGION_FOLLOW_MS
+
+    _open(qtbot, window, chest_ct_sample)
+    region = window.histogram.region
+    for i in range(5):  # a quick drag: the region lands on the last window
+        window.state.set_window(WindowPreset(40.0 + 10 * i, 400.0 + 20 * i, "drag"))
+    w = window.state.window
+    qtbot.waitUntil(lambda: np.allclose(region.getRegion(), (w.low, w.high)), timeout=REGION_FOLLOW_MS * 10)
+    region.setRegion((-200.0, 300.0))  # the reader drags the region
+    assert (window.state.window.low, window.state.window.high) == pytest.approx((-200.0, 300.0))
+    qtbot.wait(REGION_FOLLOW_MS * 3)
+    assert region.getRegion() == pytest.approx((-200.0, 300.0))  # not pulled back by its own echo
+
+
 def _all_texts(window: MainWindow) -> list[str]:
     """Every text the window shows: overlays, labels, tree rows, tooltips, title, status bar."""
     from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItemIterator

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QGraphicsItem, QVBoxLayout, QWidget
 
 from medview.algorithms.statistics import Histogram, intensity_histogram
 from medview.app.viewer import ViewerState
 from medview.core.volume import WindowPreset
 from medview.qt.workers import Worker, start
+
+REGION_FOLLOW_MS = 40  # at most 25 region moves a second while the window is dragged elsewhere
 
 
 class HistogramPanel(QWidget):
@@ -35,6 +38,12 @@ class HistogramPanel(QWidget):
         layout.addWidget(self.plot)
         self.setMinimumHeight(110)
         state.subscribe("volume", self.refresh)
+        # the region follows window/level drags at most every REGION_FOLLOW_MS: moving it repaints the filled
+        # histogram, which would otherwise be part of every frame of a drag in the slice views
+        self._follow = QTimer(self)
+        self._follow.setSingleShot(True)
+        self._follow.setInterval(REGION_FOLLOW_MS)
+        self._follow.timeout.connect(self._apply_window)
         state.subscribe("window", self._window_changed)
         self._updating = False
         self.worker: Worker | None = None
@@ -42,7 +51,7 @@ class HistogramPanel(QWidget):
     def refresh(self) -> None:
         """Recompute the histogram in a worker (never on the GUI thread) for the shown volume."""
         volume = self.state.volume
-        self._window_changed()
+        self._apply_window()
         if self.state.loading:
             return  # a histogram of a volume still filling would be wrong and compete with the load
         if self.worker is not None and not self.worker.done:
@@ -62,10 +71,19 @@ class HistogramPanel(QWidget):
         if self.worker is None or self.sender() is not self.worker.signals:
             return  # a histogram of a volume that is no longer shown
         self.curve.setData(hist.edges, np.log1p(hist.counts))
-        self._window_changed()
+        self._apply_window()
 
     def _window_changed(self) -> None:
+        if not self._follow.isActive():
+            self._follow.start()
+
+    def _apply_window(self) -> None:
+        """Show the state's window as the region (unless the region is where the window came from)."""
+        self._follow.stop()
         w = self.state.window
+        lo, hi = self.region.getRegion()
+        if abs(lo - w.low) <= 1e-9 * max(abs(w.low), 1.0) and abs(hi - w.high) <= 1e-9 * max(abs(w.high), 1.0):
+            return
         self._updating = True
         self.region.setRegion((w.low, w.high))
         self._updating = False

@@ -7,6 +7,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 
+_BLOCKS: dict[tuple, QImage] = {}  # pre-rendered lines, letters and scale bars (text and shadow)
 SHADOW = QColor(0, 0, 0, 200)
 LIGHT = QColor(230, 230, 230)
 LETTER = QColor(255, 210, 90)
@@ -16,7 +17,7 @@ class OverlayLayer:
     """Corner annotations, orientation letters and a scale bar, painted in the view's own paint pass.
 
     ``texts()`` returns exactly what is painted, so tests can check that no patient identifier is
-    drawn when the PHI switch is on.  Each corner's lines, each letter and the scale bar are rendered
+    drawn when the PHI switch is on.  Each annotation line, each letter and the scale bar are rendered
     once (text and its shadow) into a small premultiplied image and blitted on every repaint: while the
     crosshair is dragged only the slice line of two views changes, and a blit costs a fraction of
     laying out and drawing a dozen texts twice.
@@ -39,7 +40,8 @@ class OverlayLayer:
         self._bold_metrics = QFontMetricsF(self.bold, self._reference)
         self._line_height, self._ascent = self._metrics.height(), self._metrics.ascent()
         self._bold_height, self._bold_ascent = self._bold_metrics.height(), self._bold_metrics.ascent()
-        self._blocks: dict[tuple, QImage] = {}
+        self._font_key = (self.font.toString(), self.bold.toString())
+        self._blocks = _BLOCKS  # shared by every view: the three views show the same window line
         self._placed_key: tuple | None = None
         self._placed: list[tuple[QPointF, QImage]] = []
 
@@ -54,11 +56,11 @@ class OverlayLayer:
     def _block(self, key: tuple, dpr: float, make) -> QImage:
         """The image for ``key`` at ``dpr``; on a miss ``make()`` gives ``(width, height, draw)`` and
         ``draw(painter)`` paints it on a transparent image of that logical size."""
-        full = (*key, dpr)
+        full = (self._font_key, *key, dpr)
         image = self._blocks.get(full)
         if image is None:
             width, height, draw = make()
-            if len(self._blocks) > 128:
+            if len(self._blocks) > 1024:
                 self._blocks.clear()
             image = QImage(max(int(np.ceil(width * dpr)), 1), max(int(np.ceil(height * dpr)), 1),
                            QImage.Format.Format_ARGB32_Premultiplied)
@@ -70,23 +72,19 @@ class OverlayLayer:
             self._blocks[full] = image
         return image
 
-    def _lines_block(self, lines: tuple[str, ...], right: bool, dpr: float) -> QImage:
+    def _line_block(self, line: str, dpr: float) -> QImage:
         def make():
             m = self._metrics
-            widths = [m.horizontalAdvance(line) for line in lines]
-            width, h = max(widths) + 1, m.height()
 
             def draw(p: QPainter) -> None:
                 p.setFont(self.font)
                 for colour, d in ((SHADOW, 1.0), (LIGHT, 0.0)):  # a dark shadow one pixel down-right
                     p.setPen(colour)
-                    for i, (line, tw) in enumerate(zip(lines, widths, strict=True)):
-                        x = (width - 1 - tw) if right else 0.0
-                        p.drawText(QPointF(x + d, m.ascent() + i * h + d), line)
+                    p.drawText(QPointF(d, m.ascent() + d), line)
 
-            return width, h * len(lines) + 1, draw
+            return m.horizontalAdvance(line) + 1, m.height() + 1, draw
 
-        return self._block(("lines", lines, right), dpr, make)
+        return self._block(("line", line), dpr, make)
 
     def _letter_block(self, letter: str, dpr: float) -> QImage:
         def make():
@@ -140,14 +138,12 @@ class OverlayLayer:
         placed = []
         h, ascent = self._line_height, self._ascent
         for key, lines in self.corners.items():
-            if not lines:
-                continue
             right = key.endswith("right")
-            block = self._lines_block(tuple(lines), right, dpr)
-            bw = block.width() / dpr
-            x = w - bw - 5 if right else 6  # the block is one shadow pixel wider than the text
-            y = 4 + h - ascent if key.startswith("top") else ht - 6 - h * (len(lines) - 1) - ascent
-            placed.append((QPointF(round(x), round(y)), block))
+            for i, line in enumerate(lines):
+                block = self._line_block(line, dpr)
+                x = w - block.width() / dpr - 5 if right else 6  # one shadow pixel wider than the text
+                baseline = 4 + h * (i + 1) if key.startswith("top") else ht - 6 - h * (len(lines) - 1 - i)
+                placed.append((QPointF(round(x), round(baseline - ascent)), block))
         bold_height, bold_ascent = self._bold_height, self._bold_ascent
         for side, letter in self.letters.items():
             block = self._letter_block(letter, dpr)

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QSlider, QStyle, QStyleOptionSlider, QVBoxLayout, 
 from medview.algorithms.display import (
     composite_table,
     composite_words,
+    label_keys,
     palette_argb32,
     premultiplied_argb32,
     rgb_to_argb32,
@@ -166,6 +167,7 @@ class SliceView(QWidget):
         self._label_table_key: tuple | None = None
         self._label_layer: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         self._composite_key: tuple | None = None
+        self._label_keys: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._composite = np.zeros(0, np.uint32)
         self._label_tables: tuple[np.ndarray, np.ndarray] = (np.zeros((1, 4), np.uint8), np.zeros(1, np.uint32))
         self._palette = palette_argb32(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
@@ -331,7 +333,9 @@ class SliceView(QWidget):
             if layer is not None and layer[3] and layer[0].shape == self.image_data.shape[:2]:
                 index, rgba = layer[0], layer[1]
                 grey = window_to_uint8(self.image_data, w.low, w.high)
-                words = composite_words(grey, index, self._composite_table(palette, rgba))
+                if self._label_keys[0] is not index:  # kept while only the window changes
+                    self._label_keys = (index, label_keys(index))
+                words = composite_words(grey, self._label_keys[1], self._composite_table(palette, rgba))
                 self.image.set_image(words, self._image_rect,
                                      composited=(lambda: np.take(palette, grey), index, rgba))
                 return
