@@ -34,14 +34,28 @@ def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
-def window_to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
+def lut_index(image: np.ndarray) -> np.ndarray | None:
+    """The table positions :func:`window_to_uint8` and :func:`window_to_argb32` look an 8/16-bit integer
+    image up at (its unsigned bit patterns, as numpy's native index type), or None for other types.
+
+    A gather converts its index to that type first; a view that re-windows the same slice on every frame
+    of a window/level drag keeps this and passes it as ``index=``.
+    """
+    if image.dtype in (np.int8, np.uint8, np.int16, np.uint16):
+        return image.view(f"u{image.dtype.itemsize}").astype(np.intp)
+    return None
+
+
+def window_to_uint8(image: np.ndarray, low: float, high: float, index: np.ndarray | None = None) -> np.ndarray:
     """Map ``image`` values so that ``low`` -> 0 and ``high`` -> 255 (clipped), as uint8.
 
-    Values are linear in between (DICOM's 'LINEAR_EXACT' VOI function).
+    Values are linear in between (DICOM's 'LINEAR_EXACT' VOI function).  ``index``: :func:`lut_index` of
+    ``image``, when the caller keeps it.
     """
     if image.dtype in (np.int8, np.uint8, np.int16, np.uint16):
         lut = _integer_lut(image.dtype.str, float(low), float(high))
-        return np.take(lut, image.view(f"u{image.dtype.itemsize}"))  # one gather (take: ~35 % faster than lut[...])
+        # one gather (take: ~35 % faster than lut[...])
+        return np.take(lut, index if index is not None else image.view(f"u{image.dtype.itemsize}"))
     return _scale(np.asarray(image, dtype=np.float32), float(low), float(high))
 
 
@@ -59,16 +73,18 @@ def _integer_argb_lut(dtype_str: str, low: float, high: float, palette: bytes) -
     return np.frombuffer(palette, dtype=np.uint32)[_integer_lut(dtype_str, low, high)]
 
 
-def window_to_argb32(image: np.ndarray, low: float, high: float, palette: np.ndarray) -> np.ndarray:
+def window_to_argb32(image: np.ndarray, low: float, high: float, palette: np.ndarray,
+                     index: np.ndarray | None = None) -> np.ndarray:
     """Window ``image`` and colour it with ``palette`` (from :func:`palette_argb32`) in one gather.
 
     Equal to ``palette[window_to_uint8(image, low, high)]``; for 8/16-bit integers the window and the
     palette are folded into one table over the integer range, so a new slice costs one indexing pass.
+    ``index``: :func:`lut_index` of ``image``, when the caller keeps it.
     """
     palette = np.ascontiguousarray(palette, dtype=np.uint32)
     if image.dtype in (np.int8, np.uint8, np.int16, np.uint16):
         lut = _integer_argb_lut(image.dtype.str, float(low), float(high), palette.tobytes())
-        return np.take(lut, image.view(f"u{image.dtype.itemsize}"))
+        return np.take(lut, index if index is not None else image.view(f"u{image.dtype.itemsize}"))
     return np.take(palette, window_to_uint8(image, low, high))
 
 

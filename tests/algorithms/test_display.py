@@ -7,6 +7,7 @@ from medview.algorithms.display import (
     composite_table,
     composite_words,
     label_keys,
+    lut_index,
     palette_argb32,
     premultiplied_argb32,
     rgb_to_argb32,
@@ -96,3 +97,15 @@ def test_composite_refuses_what_it_cannot_index() -> None:
         composite_words(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8), table)
     with pytest.raises(ValueError):
         composite_words(np.zeros((2, 2), np.int16), np.zeros((2, 2), np.uint8), table)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8])
+def test_a_kept_lut_index_gives_the_same_pixels(dtype) -> None:
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 200, size=(33, 17)).astype(dtype)[::-1, ::2]  # a strided view, as slices are
+    palette = palette_argb32(rng.integers(0, 256, (256, 3)).astype(np.uint8))
+    index = lut_index(image)
+    assert index is not None and index.dtype == np.intp
+    assert np.array_equal(window_to_uint8(image, 20, 150, index), window_to_uint8(image, 20, 150))
+    assert np.array_equal(window_to_argb32(image, 20, 150, palette, index), window_to_argb32(image, 20, 150, palette))
+    assert lut_index(image.astype(np.float32)) is None

@@ -311,10 +311,11 @@ def test_labels_composited_into_the_slice_look_as_qt_would_blend_them(qtbot, win
     z, y, x = (int(np.median(a)) for a in np.nonzero(labels.array))
     window.state.set_label_opacity(1, 0.6)
     window.state.set_cursor(labels.geometry.index_to_world([x, y, z]))
-    axial = window.grid.views["axial"]
-    base, rgba = axial.image.displayed_rgb(), axial.shown_labels()
+    coronal = window.grid.views["coronal"]  # 48 slices of 5 mm: fewer pixels than it covers on screen
+    assert coronal.image._base is not None  # composited (the axial 512^2 slice is smaller on screen: a layer)
+    base, rgba = coronal.image.displayed_rgb(), coronal.shown_labels()
     assert rgba is not None and 0 < rgba[..., 3].max() < 255  # translucent: the blend matters
-    shown = axial.image._words  # what the item blits
+    shown = coronal.image._words  # what the item blits
     h, w = base.shape[:2]
     under = np.ascontiguousarray((0xFF << 24) | (base[..., 0].astype(np.uint32) << 16)
                                  | (base[..., 1].astype(np.uint32) << 8) | base[..., 2].astype(np.uint32))

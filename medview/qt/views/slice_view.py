@@ -17,6 +17,7 @@ from medview.algorithms.display import (
     composite_table,
     composite_words,
     label_keys,
+    lut_index,
     palette_argb32,
     premultiplied_argb32,
     rgb_to_argb32,
@@ -168,6 +169,7 @@ class SliceView(QWidget):
         self._label_layer: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         self._composite_key: tuple | None = None
         self._label_keys: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        self._lut_index: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._composite = np.zeros(0, np.uint32)
         self._label_tables: tuple[np.ndarray, np.ndarray] = (np.zeros((1, 4), np.uint8), np.zeros(1, np.uint32))
         self._palette = palette_argb32(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
@@ -330,20 +332,33 @@ class SliceView(QWidget):
         else:
             w = self.state.window
             palette = self._current_palette()
-            if layer is not None and layer[3] and layer[0].shape == self.image_data.shape[:2]:
+            if self._lut_index[0] is not self.image_data:  # kept while the same slice is re-windowed
+                self._lut_index = (self.image_data, lut_index(self.image_data))
+            values = self._lut_index[1]
+            if (layer is not None and layer[3] and layer[0].shape == self.image_data.shape[:2]
+                    and layer[0].size <= self._screen_pixels()):
+                # composite where the slice has fewer pixels than the screen shows (coronal and sagittal
+                # cuts of a thick-slice CT); a slice larger on screen than its pixels is cheaper to blend there
                 index, rgba = layer[0], layer[1]
-                grey = window_to_uint8(self.image_data, w.low, w.high)
+                grey = window_to_uint8(self.image_data, w.low, w.high, values)
                 if self._label_keys[0] is not index:  # kept while only the window changes
                     self._label_keys = (index, label_keys(index))
                 words = composite_words(grey, self._label_keys[1], self._composite_table(palette, rgba))
                 self.image.set_image(words, self._image_rect,
                                      composited=(lambda: np.take(palette, grey), index, rgba))
                 return
-            self.image.set_image(window_to_argb32(self.image_data, w.low, w.high, palette), self._image_rect)
+            self.image.set_image(window_to_argb32(self.image_data, w.low, w.high, palette, values), self._image_rect)
         if layer is None or layer[0].shape != self.image_data.shape[:2]:
             self.image.set_labels(None)
         else:
+            if layer[2] is None:  # premultiplied words, made the first time the layer is blended
+                layer = self._label_layer = (layer[0], layer[1], np.take(self._label_tables[1], layer[0]), layer[3])
             self.image.set_labels(layer[0], layer[1], layer[2])
+
+    def _screen_pixels(self) -> float:
+        """How many viewport pixels the slice covers now."""
+        shown = self._view_to_device().mapRect(self._image_rect) & QRectF(self.graphics.viewport().rect())
+        return max(shown.width(), 0.0) * max(shown.height(), 0.0)
 
     def _composite_table(self, palette: np.ndarray, rgba: np.ndarray) -> np.ndarray:
         key = (self._palette_key, self._label_table_key if rgba is self._label_tables[0] else id(rgba))
@@ -467,7 +482,7 @@ class SliceView(QWidget):
             return None
         index = lab if lab.dtype == np.uint8 else np.clip(lab, 0, n - 1).astype(np.uint8 if n <= 256 else np.intp)
         composite = index.dtype == np.uint8 and self.image_data.ndim == 2
-        return index, rgba, (None if composite else np.take(words, index)), composite
+        return index, rgba, (None if composite else np.take(words, index)), composite  # words: made when needed
 
     def _label_table(self, labels, n: int, outline: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(rgba, premultiplied words)`` per label value, rebuilt only when a colour, opacity or
