@@ -55,18 +55,21 @@ def thumbnail(info: SeriesInfo | FileImageInfo, size: int = 96, task: TaskContex
 
 def thumbnails(series: Sequence[SeriesInfo | FileImageInfo], size: int = 96,
                on_thumbnail: ThumbnailCallback | None = None,
-               task: TaskContext | None = None) -> list[np.ndarray | str]:
+               task: TaskContext | None = None,
+               make: Callable[..., np.ndarray] | None = None) -> list[np.ndarray | str]:
     """Thumbnails of several series, one at a time, each handed to ``on_thumbnail(image, index)``.
 
     A series that cannot be read gives its error message (a ``str``) instead of an image, so that one
-    broken file does not stop the others.
+    broken file does not stop the others.  ``make(info, size, task)`` makes one (default
+    :func:`thumbnail`; the GUI passes one that runs it in a worker process).
     """
+    make = make or thumbnail
     results: list[np.ndarray | str] = []
     for i, info in enumerate(series):
         check_cancel(task)
         result: np.ndarray | str
         try:
-            result = thumbnail(info, size, task)
+            result = make(info, size, task)
         except CancelledError:
             raise
         except MedviewError as exc:

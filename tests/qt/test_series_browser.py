@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 from PySide6.QtCore import Qt, QThreadPool
 from PySide6.QtTest import QTest
 
-import medview.io.thumbnails as thumbnails_module
+import medview.qt.panels.series_browser as series_browser_module
 from medview.qt.panels.series_browser import UID_ROLE, SeriesBrowser
 
 pytestmark = pytest.mark.qt
@@ -58,13 +58,13 @@ def _scan(qtbot, browser: SeriesBrowser, path: Path, rows: int) -> None:
 
 def test_scan_lists_series_with_thumbnails_and_double_click_opens(qtbot, browser, two_series, monkeypatch):
     threads = []
-    real = thumbnails_module.thumbnail
+    real = series_browser_module._thumbnail_in_process  # hands each thumbnail to a pool process and waits
 
     def recording(*args, **kwargs):
         threads.append(threading.current_thread() is threading.main_thread())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(thumbnails_module, "thumbnail", recording)
+    monkeypatch.setattr(series_browser_module, "_thumbnail_in_process", recording)
     _scan(qtbot, browser, two_series, 2)
     assert threads == [False, False]  # never on the GUI thread
     tree = browser.tree
