@@ -128,7 +128,13 @@ def test_histogram_region_follows_the_window_and_sets_it(qtbot, window: MainWind
     from medview.core.volume import WindowPreset
     from medview.qt.panels.histogram import REGION_FOLLOW_MS
 
-    _open(qtbot, window, chest_ct_sample)
+    volume = _open(qtbot, window, chest_ct_sample)
+    curve = window.histogram.curve  # the histogram itself, counted in a pool process
+    qtbot.waitUntil(lambda: curve.getData()[0] is not None and len(curve.getData()[0]) == 257, timeout=20_000)
+    edges, log_counts = curve.getData()
+    assert edges[0] == pytest.approx(float(volume.array.min()))
+    assert edges[-1] == pytest.approx(float(volume.array.max()))
+    assert log_counts.max() > 5  # log1p of the counts: thousands of voxels in the fullest bin
     region = window.histogram.region
     for i in range(5):  # a quick drag: the region lands on the last window
         window.state.set_window(WindowPreset(40.0 + 10 * i, 400.0 + 20 * i, "drag"))

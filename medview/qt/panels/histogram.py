@@ -10,15 +10,16 @@ from PySide6.QtWidgets import QGraphicsItem, QVBoxLayout, QWidget
 from medview.algorithms.statistics import Histogram, sample_histogram
 from medview.app.offload import run_in_process
 from medview.app.viewer import ViewerState
+from medview.core.tasks import TaskContext
 from medview.core.volume import WindowPreset, subsample
 from medview.qt.workers import Worker, start
 
 
-def _volume_histogram(array: np.ndarray) -> Histogram:
+def _volume_histogram(array: np.ndarray, task: TaskContext | None = None) -> Histogram:
     """The histogram of a regular subsample, counted in a pool process: in this worker thread the counting
     shared the interpreter with the GUI thread just as a load finished and stretched its repaints (a 46-70
     ms event-loop gap at the end of a 305-slice load, found with a faulthandler watchdog)."""
-    return run_in_process(sample_histogram, subsample(array).ravel())
+    return run_in_process(sample_histogram, subsample(array).ravel(), task=task)
 
 
 REGION_FOLLOW_MS = 40  # at most 25 region moves a second while the window is dragged elsewhere
