@@ -63,8 +63,6 @@ SHORTCUTS = [
 ]
 
 
-POSITION_MS = 30  # the status bar's position/value follows the mouse at most ~33 times a second
-
 
 class MainWindow(QMainWindow):
     """Top-level window.  ``load_finished`` fires after a volume is fully shown (tests, screenshots)."""
@@ -117,15 +115,8 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
         bar.addPermanentWidget(self.memory_label)
-        # the position and value under the mouse: shown at most every POSITION_MS (a drag moves the mouse
-        # 60-120 times a second; relaying out and repainting the status bar each time is part of every frame)
-        self._position_text = ""
-        self._position_timer = QTimer(self)
-        self._position_timer.setSingleShot(True)
-        self._position_timer.setInterval(POSITION_MS)
-        self._position_timer.timeout.connect(lambda: self.position_label.setText(self._position_text))
         for view in self.grid.views.values():
-            view.hovered.connect(self._show_position)
+            view.hovered.connect(self.position_label.setText)  # each view reports at most every HOVER_MS
             view.brush = self.brush
             view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.memory_timer = QTimer(self)
@@ -343,11 +334,6 @@ class MainWindow(QMainWindow):
         box.setWindowTitle("Keyboard shortcuts")
         box.setText(f"<pre>{text}</pre>")
         box.show()
-
-    def _show_position(self, text: str) -> None:
-        self._position_text = text
-        if not self._position_timer.isActive():
-            self._position_timer.start()
 
     def _show_memory(self) -> None:
         rss = psutil.Process().memory_info().rss

@@ -44,7 +44,7 @@ def test_hover_shows_hounsfield_value_of_the_voxel(qtbot, window: MainWindow, ch
     qtbot.wait(20)
     assert axial.view_box.viewPixelSize()[0] < volume.geometry.spacing[0] / 3
     QTest.mouseMove(axial.graphics.viewport(), _pos(axial, world))
-    # the status bar follows the mouse within POSITION_MS: wait for this voxel's line
+    # the status bar follows the mouse within HOVER_MS: wait for this voxel's line
     qtbot.waitUntil(lambda: f"voxel ({col}, {row}, {z})" in window.position_label.text(), timeout=3000)
     text = window.position_label.text()
     assert f"value {float(volume.array[z, row, col]):.1f} HU" in text, text

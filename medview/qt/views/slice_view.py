@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QLineF, QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtCore import QLineF, QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QTransform
 from PySide6.QtWidgets import QSlider, QStyle, QStyleOptionSlider, QVBoxLayout, QWidget
 
@@ -35,6 +35,7 @@ from medview.qt.views.slice_image import SliceImageItem
 VIEW_COLORS = {"axial": (230, 60, 60), "coronal": (60, 200, 80), "sagittal": (230, 200, 40)}
 TOOLS = ("crosshair", "distance", "angle", "rectangle", "ellipse", "polygon", "paint", "erase", "fill")
 EDIT_TOOLS = ("paint", "erase", "fill")
+HOVER_MS = 30  # the position/value under the mouse is reported at most ~33 times a second
 
 
 class CrosshairLine:
@@ -194,6 +195,11 @@ class SliceView(QWidget):
         vb.window_drag.connect(self._on_window_drag)
         vb.wheel_steps.connect(lambda steps: self.state.scroll(self.view, steps))
         vb.sigRangeChanged.connect(lambda *_: self._update_overlay())
+        self._hover_pos = None
+        self._hover_timer = QTimer(self)
+        self._hover_timer.setSingleShot(True)
+        self._hover_timer.setInterval(HOVER_MS)
+        self._hover_timer.timeout.connect(self._report_hover)
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         for event, handler in (("volume", self._on_volume), ("cursor", self.refresh), ("window", self._apply_levels),
                                ("labels", self._draw_labels), ("geometry_view", self._rerender),
@@ -720,6 +726,15 @@ class SliceView(QWidget):
         self.state.adjust_window(d_center=-dy * scale, d_width=dx * scale)
 
     def _on_mouse_moved(self, scene_pos) -> None:
+        """Report the position and value under the mouse at most every HOVER_MS (for the latest position):
+        formatting it and relaying out the status bar on each of 60-120 moves a second was part of every
+        drag frame."""
+        self._hover_pos = scene_pos
+        if not self._hover_timer.isActive():
+            self._hover_timer.start()
+
+    def _report_hover(self) -> None:
+        scene_pos = self._hover_pos
         volume = self.state.volume
         if volume is None or self.plane is None or self.image_data is None:
             return
