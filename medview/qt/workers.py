@@ -94,3 +94,45 @@ def release_when_done(worker: Worker) -> None:
         worker.cancel()
         _orphans.append(worker)
     _orphans[:] = [w for w in _orphans if not w.done]
+
+
+class JobSlot:
+    """What a panel needs to run one background job at a time: start it wired to the panel's handlers,
+    cancel it, let it go when the panel closes.
+
+    Mixed into a panel (``class Panel(JobSlot, QWidget)``).  The panel provides ``_failed(message)`` and,
+    when it has them, ``_cancelled()`` and ``_progress(fraction, message)``; its widgets' busy state stays
+    its own.
+    """
+
+    worker: Worker | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None and not self.worker.done
+
+    def run_job(self, worker: Worker, on_result: Callable[..., Any], replace: bool = True) -> Worker | None:
+        """Start ``worker`` with ``on_result`` for its result.  A job still running is let go
+        (``replace``, e.g. a newer computation of the same thing) or kept, and then None is returned."""
+        if self.busy:
+            if not replace:
+                return None
+            release_when_done(self.worker)
+        self.worker = worker
+        signals = worker.signals
+        signals.finished.connect(on_result)
+        signals.failed.connect(self._failed)
+        if hasattr(self, "_cancelled"):
+            signals.cancelled.connect(self._cancelled)
+        if hasattr(self, "_progress"):
+            signals.progress.connect(self._progress)
+        return start(worker)
+
+    def cancel(self) -> None:
+        if self.busy:
+            self.worker.cancel()
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            release_when_done(self.worker)
+            self.worker = None

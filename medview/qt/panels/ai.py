@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
-from medview.qt.workers import Worker, release_when_done, start
+from medview.qt.workers import JobSlot, Worker
 
 
 def _card_html(card: dict) -> str:
@@ -42,7 +42,7 @@ def _card_html(card: dict) -> str:
     return f"<h3>{card.get('name')}</h3><table>{body}</table>{warn}"
 
 
-class AIPanel(QWidget):
+class AIPanel(JobSlot, QWidget):
     finished = Signal(object, str)  # result, description
     failed = Signal(str)
 
@@ -118,20 +118,15 @@ class AIPanel(QWidget):
         if volume is None or self.state.loading or not name:
             self.status.setText("Open a study and choose a model first.")
             return None
-        if self.worker is not None and not self.worker.done:
+        if self.busy:
             return None
-        self.worker = Worker(fn, name, volume, self.device.currentText(), *args)
-        self.worker.signals.progress.connect(self._progress)
-        self.worker.signals.finished.connect(lambda result, n=name: on_done(result, n))
-        self.worker.signals.failed.connect(self._failed)
-        self.worker.signals.cancelled.connect(self._cancelled)
         self.run_button.setEnabled(False)
         self.estimate_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.progress.setVisible(True)
-        start(self.worker)
-        return self.worker
+        return self.run_job(Worker(fn, name, volume, self.device.currentText(), *args),
+                            lambda result, n=name: on_done(result, n))
 
     def estimate(self) -> Worker | None:
         from medview.app.inference import estimate_volume
@@ -144,10 +139,6 @@ class AIPanel(QWidget):
 
         self.status.setText("Running…")
         return self._start(infer_volume, on_done=self._done)
-
-    def cancel(self) -> None:
-        if self.worker is not None and not self.worker.done:
-            self.worker.cancel()
 
     def _progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(fraction * 100))
@@ -183,6 +174,3 @@ class AIPanel(QWidget):
         self._end()
         self.status.setText("Cancelled; the study is unchanged.")
 
-    def shutdown(self) -> None:
-        if self.worker is not None:
-            release_when_done(self.worker)

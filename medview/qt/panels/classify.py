@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from medview.core.errors import MedviewError
-from medview.qt.workers import Worker, release_when_done, start
+from medview.qt.workers import JobSlot, Worker
 
 MODEL_CHOICES = (("rf", "Random forest"), ("svm", "Support vector machine"), ("logreg", "Logistic regression"),
                  ("knn", "k nearest neighbours"), ("dt", "Decision tree"), ("mlp", "Neural network (MLP)"))
@@ -63,7 +63,7 @@ def _columns(table_path: str) -> list[str]:
     return table_columns(table_path)
 
 
-class ClassifierPanel(QWidget):
+class ClassifierPanel(JobSlot, QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.table_path: str | None = None
@@ -208,17 +208,9 @@ class ClassifierPanel(QWidget):
         self.status.setText(message)
 
     def _start(self, worker: Worker, on_result) -> Worker:
-        if self.worker is not None and not self.worker.done:
-            release_when_done(self.worker)
-        self.worker = worker
-        worker.signals.progress.connect(self._progress)
-        worker.signals.finished.connect(on_result)
-        worker.signals.failed.connect(self._failed)
-        worker.signals.cancelled.connect(self._cancelled)
         self._busy(True)
         self.progress.setValue(0)
-        start(worker)
-        return worker
+        return self.run_job(worker, on_result)
 
     def train(self) -> Worker | None:
         if not self.table_path:
@@ -234,8 +226,8 @@ class ClassifierPanel(QWidget):
         return self._start(worker, self._trained)
 
     def cancel(self) -> None:
-        if self.worker is not None and not self.worker.done:
-            self.worker.cancel()
+        if self.busy:
+            super().cancel()
             self.status.setText("Cancelling after this fold…")
 
     def _failed(self, message: str) -> None:
@@ -310,6 +302,3 @@ class ClassifierPanel(QWidget):
         self.status.setText(f"{len(frame)} case(s) predicted" + (f". Warning: {warnings}" if warnings else ""))
         self.tabs.setCurrentWidget(self.predictions_table)
 
-    def shutdown(self) -> None:
-        if self.worker is not None:
-            release_when_done(self.worker)

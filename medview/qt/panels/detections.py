@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
-from medview.qt.workers import Worker, release_when_done, start
+from medview.qt.workers import JobSlot, Worker
 
 
 def _detect(volume, low: float, high: float, task=None):
@@ -28,7 +28,7 @@ def _detect(volume, low: float, high: float, task=None):
     return detect_volume(volume, "blob", (low, high), task=task)
 
 
-class DetectionsPanel(QWidget):
+class DetectionsPanel(JobSlot, QWidget):
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
@@ -77,20 +77,14 @@ class DetectionsPanel(QWidget):
         if volume is None or self.state.loading:
             self.status.setText("Open a study first.")
             return None
-        if self.worker is not None and not self.worker.done:
+        if self.busy:
             return None  # one search at a time (Cancel stops the running one)
-        self.worker = Worker(_detect, volume, self.low.value(), self.high.value())
-        self.worker.signals.finished.connect(self._found)
-        self.worker.signals.failed.connect(self._failed)
-        self.worker.signals.cancelled.connect(lambda: self._end("Cancelled."))
         self.cancel_button.setEnabled(True)
         self.status.setText("Searching…")
-        start(self.worker)
-        return self.worker
+        return self.run_job(Worker(_detect, volume, self.low.value(), self.high.value()), self._found)
 
-    def cancel(self) -> None:
-        if self.worker is not None and not self.worker.done:
-            self.worker.cancel()
+    def _cancelled(self) -> None:
+        self._end("Cancelled.")
 
     def _end(self, message: str) -> None:
         self.cancel_button.setEnabled(False)
@@ -145,6 +139,3 @@ class DetectionsPanel(QWidget):
         except MedviewError as exc:
             QMessageBox.warning(self, "Detections", str(exc))
 
-    def shutdown(self) -> None:
-        if self.worker is not None:
-            release_when_done(self.worker)

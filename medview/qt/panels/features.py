@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
-from medview.qt.workers import Worker, release_when_done, start
+from medview.qt.workers import JobSlot, Worker
 
 COLUMNS = ("Class", "Feature", "Value")
 
@@ -51,7 +51,7 @@ def _compute(volume, labels, label: int, params: str | None, task=None) -> dict[
     return features
 
 
-class FeaturesPanel(QWidget):
+class FeaturesPanel(JobSlot, QWidget):
     """Radiomics of the current label map; ``computed(dict)``: ``{"label", "params", "features"}``."""
 
     # a dict {"label", "params", "features"}; declared ``object`` because ``Signal(dict)`` converts to a QVariantMap,
@@ -165,23 +165,15 @@ class FeaturesPanel(QWidget):
         if label is None:
             self.status.setText("The label map holds no label.")
             return None
-        if self.worker is not None and not self.worker.done:
-            release_when_done(self.worker)
-        self.worker = Worker(_compute, volume, labels, int(label), self.params_path)
-        self.worker.signals.finished.connect(lambda features, n=int(label), p=self.params_path: self._show(
-            features, n, p))
-        self.worker.signals.failed.connect(self._failed)
-        self.worker.signals.cancelled.connect(lambda: self._end("Cancelled."))
         self.compute_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy: the process cannot report fractions
         self.status.setText(f"Computing features of label {label}…")
-        start(self.worker)
-        return self.worker
+        return self.run_job(Worker(_compute, volume, labels, int(label), self.params_path),
+                            lambda features, n=int(label), p=self.params_path: self._show(features, n, p))
 
-    def cancel(self) -> None:
-        if self.worker is not None and not self.worker.done:
-            self.worker.cancel()
+    def _cancelled(self) -> None:
+        self._end("Cancelled.")
 
     def _end(self, message: str) -> None:
         self.progress.setRange(0, 1)
@@ -245,5 +237,4 @@ class FeaturesPanel(QWidget):
     def shutdown(self) -> None:
         self.state.unsubscribe("labels", self.refresh_labels)
         self.state.unsubscribe("volume", self.refresh_labels)
-        if self.worker is not None:
-            release_when_done(self.worker)
+        super().shutdown()

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from medview.app.viewer import ViewerState
-from medview.qt.workers import Worker, release_when_done, start
+from medview.qt.workers import JobSlot, Worker
 
 COLUMNS = ("Label", "Value", "Voxels", "Volume (mL)", "Mean", "Std", "Min", "Max", "Surface (mm²)",
            "Extent x (mm)", "Extent y (mm)", "Extent z (mm)")
@@ -32,7 +32,7 @@ def _compute(labels, image, task=None):
     return run_in_process(label_statistics_job, labels, image, task=task)
 
 
-class LabelStatsPanel(QWidget):
+class LabelStatsPanel(JobSlot, QWidget):
     def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
@@ -83,14 +83,11 @@ class LabelStatsPanel(QWidget):
             self.table.setRowCount(0)
             self.status.setText("No label map")
             return None
-        if self.worker is not None and not self.worker.done:
-            release_when_done(self.worker)
-        self.worker = Worker(_compute, labels, None if volume.is_color else volume)
-        self.worker.signals.finished.connect(self._show)
-        self.worker.signals.failed.connect(self.status.setText)
         self.status.setText("Computing…")
-        start(self.worker)
-        return self.worker
+        return self.run_job(Worker(_compute, labels, None if volume.is_color else volume), self._show)
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(message)
 
     def _show(self, stats: list) -> None:
         self.stats = stats
@@ -134,5 +131,4 @@ class LabelStatsPanel(QWidget):
 
     def shutdown(self) -> None:
         self._debounce.stop()
-        if self.worker is not None:
-            release_when_done(self.worker)
+        super().shutdown()

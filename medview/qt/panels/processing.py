@@ -26,12 +26,12 @@ from medview.algorithms.operations import Operation, OperationKind, operations
 from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
 from medview.qt.panels.operation_form import OperationForm
-from medview.qt.workers import Worker, release_when_done, start
+from medview.qt.workers import JobSlot, Worker
 
 PREVIEW_METHODS = ("threshold",)  # methods whose result the slice views can show live
 
 
-class ProcessingPanel(QWidget):
+class ProcessingPanel(JobSlot, QWidget):
     """One panel per kind: ``'filter'`` (result: a volume), ``'segment'`` (result: a label map) or
     ``'labels'`` (refines the current label map; result: a label map)."""
 
@@ -153,25 +153,16 @@ class ProcessingPanel(QWidget):
             if self.state.labels is None:
                 self.status.setText("There is no label map to refine.")
                 return None
-            self.worker = Worker(run_label_operation, self.state.labels, op.name, params)
+            worker = Worker(run_label_operation, self.state.labels, op.name, params)
         else:
             fn = run_filter if self.kind == "filter" else run_segmentation
-            self.worker = Worker(fn, volume, op.name, params)
-        self.worker.signals.progress.connect(self._progress)
-        self.worker.signals.finished.connect(lambda result, d=description: self._done(result, d))
-        self.worker.signals.failed.connect(self._failed)
-        self.worker.signals.cancelled.connect(self._cancelled)
+            worker = Worker(fn, volume, op.name, params)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.progress.setVisible(True)
         self.status.setText(f"Running {description}…")
-        start(self.worker)
-        return self.worker
-
-    def cancel(self) -> None:
-        if self.worker is not None and not self.worker.done:
-            self.worker.cancel()
+        return self.run_job(worker, lambda result, d=description: self._done(result, d))
 
     def _progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(fraction * 100))
@@ -195,8 +186,3 @@ class ProcessingPanel(QWidget):
     def _cancelled(self) -> None:
         self._end()
         self.status.setText("Cancelled; nothing was changed.")
-
-    def shutdown(self) -> None:
-        if self.worker is not None:
-            release_when_done(self.worker)
-            self.worker = None
