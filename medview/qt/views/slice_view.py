@@ -7,6 +7,8 @@ an image itself: planes and reslicing come from ``medview.algorithms.reslice`` t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, QPointF, QRect, QRectF, Qt, QTimer, Signal
@@ -46,6 +48,25 @@ class CrosshairLine:
         self.pen.setCosmetic(True)
         self.angle = 0.0  # degrees from the view's +x axis
         self.pos = QPointF()
+
+
+@dataclass
+class LabelLayer:
+    """The labels of the shown slice: ``index`` per pixel into ``rgba`` (straight alpha) and ``premultiplied``
+    (the same colours as Qt blends them).  ``composite``: a uint8 index into at most 256 entries, which the
+    slice may take into its own pixels; otherwise the layer's words are blended over it."""
+
+    index: np.ndarray
+    rgba: np.ndarray
+    premultiplied: np.ndarray
+    composite: bool
+    _words: np.ndarray | None = None
+
+    def words(self) -> np.ndarray:
+        """Premultiplied pixels of the layer, made the first time it is blended."""
+        if self._words is None:
+            self._words = np.take(self.premultiplied, self.index)
+        return self._words
 
 
 class SliceSlider(QSlider):
@@ -167,7 +188,7 @@ class SliceView(QWidget):
         self.graphics.foreground_painters.insert(1, self._paint_detections)
         self._palette_key: tuple | None = None
         self._label_table_key: tuple | None = None
-        self._label_layer: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
+        self._label_layer: LabelLayer | None = None
         self._composite_key: tuple | None = None
         self._label_keys: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._lut_index: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
@@ -333,6 +354,8 @@ class SliceView(QWidget):
         if volume is None or self.image_data is None:
             return
         layer = self._label_layer
+        if layer is not None and layer.index.shape != self.image_data.shape[:2]:
+            layer = None  # of another slice (the views redraw it before they use it again)
         if volume.is_color:
             self.image.set_image(rgb_to_argb32(self.image_data), self._image_rect)
         else:
@@ -341,11 +364,10 @@ class SliceView(QWidget):
             if self._lut_index[0] is not self.image_data:  # kept while the same slice is re-windowed
                 self._lut_index = (self.image_data, lut_index(self.image_data))
             values = self._lut_index[1]
-            if (layer is not None and layer[3] and layer[0].shape == self.image_data.shape[:2]
-                    and layer[0].size <= self._screen_pixels()):
+            if layer is not None and layer.composite and layer.index.size <= self._screen_pixels():
                 # composite where the slice has fewer pixels than the screen shows (coronal and sagittal
                 # cuts of a thick-slice CT); a slice larger on screen than its pixels is cheaper to blend there
-                index, rgba = layer[0], layer[1]
+                index, rgba = layer.index, layer.rgba
                 grey = window_to_uint8(self.image_data, w.low, w.high, values)
                 if self._label_keys[0] is not index:  # kept while only the window changes
                     self._label_keys = (index, label_keys(index))
@@ -354,12 +376,10 @@ class SliceView(QWidget):
                                      composited=(lambda: np.take(palette, grey), index, rgba))
                 return
             self.image.set_image(window_to_argb32(self.image_data, w.low, w.high, palette, values), self._image_rect)
-        if layer is None or layer[0].shape != self.image_data.shape[:2]:
+        if layer is None:
             self.image.set_labels(None)
         else:
-            if layer[2] is None:  # premultiplied words, made the first time the layer is blended
-                layer = self._label_layer = (layer[0], layer[1], np.take(self._label_tables[1], layer[0]), layer[3])
-            self.image.set_labels(layer[0], layer[1], layer[2])
+            self.image.set_labels(layer.index, layer.rgba, layer.words())
 
     def _screen_pixels(self) -> float:
         """How many viewport pixels the slice covers now."""
@@ -367,7 +387,7 @@ class SliceView(QWidget):
         return max(shown.width(), 0.0) * max(shown.height(), 0.0)
 
     def _composite_table(self, palette: np.ndarray, rgba: np.ndarray) -> np.ndarray:
-        key = (self._palette_key, self._label_table_key if rgba is self._label_tables[0] else id(rgba))
+        key = (self._palette_key, self._label_table_key)  # composited labels come from _label_table
         if key != self._composite_key:
             self._composite_key, self._composite = key, composite_table(palette, rgba)
         return self._composite
@@ -458,11 +478,8 @@ class SliceView(QWidget):
         self._label_layer = self._make_label_layer()
         self._show()
 
-    def _make_label_layer(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:
-        """``(index, rgba, premultiplied words, composite)`` of this slice's labels, or None when none show.
-
-        ``index`` indexes ``rgba`` per pixel; ``composite`` says the slice may take them into its own
-        pixels (a uint8 index into at most 256 entries); otherwise ``words`` is blended as a layer."""
+    def _make_label_layer(self) -> LabelLayer | None:
+        """This slice's labels, or None when none show."""
         if self.state.threshold_preview is not None and self.image_data is not None and self.image_data.ndim == 2:
             return self._threshold_preview_layer()
         labels = self.state.labels
@@ -487,8 +504,7 @@ class SliceView(QWidget):
         if not rgba[:, 3].any() or not np.count_nonzero(lab):  # nothing to draw here
             return None
         index = lab if lab.dtype == np.uint8 else np.clip(lab, 0, n - 1).astype(np.uint8 if n <= 256 else np.intp)
-        composite = index.dtype == np.uint8 and self.image_data.ndim == 2
-        return index, rgba, (None if composite else np.take(words, index)), composite  # words: made when needed
+        return LabelLayer(index, rgba, words, composite=index.dtype == np.uint8 and self.image_data.ndim == 2)
 
     def _label_table(self, labels, n: int, outline: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(rgba, premultiplied words)`` per label value, rebuilt only when a colour, opacity or
@@ -505,7 +521,7 @@ class SliceView(QWidget):
             self._label_table_key, self._label_tables = key, (rgba, premultiplied_argb32(rgba))
         return self._label_tables
 
-    def _threshold_preview_layer(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:
+    def _threshold_preview_layer(self) -> LabelLayer | None:
         """The voxels of this slice within the threshold being edited, in a preview colour (a layer)."""
         lower, upper = self.state.threshold_preview
         data = self.image_data
@@ -518,7 +534,7 @@ class SliceView(QWidget):
             return None
         table = np.array([[0, 0, 0, 0], [40, 220, 120, 110]], dtype=np.uint8)
         index = inside.view(np.uint8)
-        return index, table, premultiplied_argb32(table)[index], False
+        return LabelLayer(index, table, premultiplied_argb32(table), composite=False)
 
     def shown_labels(self) -> np.ndarray | None:
         """The label overlay as drawn (RGBA per pixel), or None when nothing is drawn."""
