@@ -84,18 +84,21 @@ def thumbnails(series: Sequence[SeriesInfo | FileImageInfo], size: int = 96,
     return results
 
 
-def _middle_dicom(info: SeriesInfo, task: TaskContext | None) -> Volume:
-    """Load only the present slice nearest the middle, through the normal loader."""
+def middle_slice_series(info: SeriesInfo) -> SeriesInfo:
+    """A copy of ``info`` holding only the present slice nearest the middle, on its own one-slice grid
+    (what a thumbnail reads; small to send to a worker process, where the full list of slices is not)."""
     middle = info.n_slices // 2
     z = min((i for i, rec in enumerate(info.slots) if rec is not None), key=lambda i: (abs(i - middle), i))
-    rec = info.slots[z]
-    assert rec is not None
     g = info.geometry
     origin = g.index_to_world([0, 0, z])
-    one = dataclasses.replace(
-        info, slots=[rec], warnings=list(info.warnings),
+    return dataclasses.replace(
+        info, slots=[info.slots[z]], warnings=list(info.warnings),
         geometry=Geometry((1, g.shape[1], g.shape[2]), g.spacing, tuple(origin), g.direction))
-    return load_series(one, task=task, parallel=False)
+
+
+def _middle_dicom(info: SeriesInfo, task: TaskContext | None) -> Volume:
+    """Load only the present slice nearest the middle, through the normal loader."""
+    return load_series(middle_slice_series(info), task=task, parallel=False)
 
 
 def _middle_itk(info: FileImageInfo) -> Volume:

@@ -1,4 +1,4 @@
-"""The window panel's histogram: np.histogram's bins, computed cheaply for integer images."""
+"""The window panel's histogram: np.histogram's bins (integers counted from the sorted sample)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from medview.algorithms.statistics import intensity_histogram, sample_histogram
 
 @pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8, np.float32])
 def test_histogram_bins_equal_numpys(dtype) -> None:
-    """Integers are counted per value and then binned: the bins and counts must be np.histogram's."""
+    """Integers are counted by binary search in the sorted sample: the bins and counts must be np.histogram's."""
     rng = np.random.default_rng(3)
     values = rng.normal(100 if dtype != np.int16 else -200, 300, 200_000)
     if np.issubdtype(dtype, np.integer):
@@ -21,8 +21,27 @@ def test_histogram_bins_equal_numpys(dtype) -> None:
     counts, edges = np.histogram(sample, bins=256, range=(float(sample.min()), float(sample.max())))
     assert np.array_equal(h.counts, counts) and np.allclose(h.edges, edges)
     assert h.counts.sum() == sample.size
-    flat = sample_histogram(np.full(10, 7, dtype=dtype))  # one value: one bin holds everything
-    assert flat.counts.sum() == 10 and flat.minimum == flat.maximum == 7
+    # values exactly on edges (integers on a grid of edges; floats at the edges themselves)
+    on_edges = np.repeat(h.edges.astype(dtype), 3)
+    h2 = sample_histogram(on_edges, bins=256)
+    counts2, _ = np.histogram(on_edges, bins=256, range=(float(on_edges.min()), float(on_edges.max())))
+    assert np.array_equal(h2.counts, counts2)
+    flat = sample_histogram(np.full(10, 7, dtype=dtype))  # one value: numpy's range [7, 8], first bin
+    counts3, edges3 = np.histogram(np.full(10, 7, dtype=dtype), bins=256, range=(7.0, 8.0))
+    assert np.array_equal(flat.counts, counts3) and np.allclose(flat.edges, edges3)
+    assert flat.minimum == flat.maximum == 7
+
+
+def test_histogram_ignores_values_that_are_not_finite() -> None:
+    """NaN and infinities (float images from NIfTI) are left out, as np.histogram of the finite ones."""
+    values = np.array([np.nan, -np.inf, 1.0, 2.0, 2.5, 4.0, np.inf, np.nan], dtype=np.float32)
+    h = sample_histogram(values, bins=4)
+    finite = values[np.isfinite(values)]
+    counts, edges = np.histogram(finite, bins=4, range=(1.0, 4.0))
+    assert np.array_equal(h.counts, counts) and np.allclose(h.edges, edges)
+    assert (h.minimum, h.maximum) == (1.0, 4.0)
+    empty = sample_histogram(np.full(5, np.nan, dtype=np.float32))
+    assert empty.counts.sum() == 0
 
 
 def test_volume_histogram_covers_the_subsample() -> None:
