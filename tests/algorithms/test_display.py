@@ -11,6 +11,7 @@ from medview.algorithms.display import (
     palette_argb32,
     premultiplied_argb32,
     rgb_to_argb32,
+    unsigned_bits,
     window_to_argb32,
     window_to_uint8,
 )
@@ -109,3 +110,14 @@ def test_a_kept_lut_index_gives_the_same_pixels(dtype) -> None:
     assert np.array_equal(window_to_uint8(image, 20, 150, index), window_to_uint8(image, 20, 150))
     assert np.array_equal(window_to_argb32(image, 20, 150, palette, index), window_to_argb32(image, 20, 150, palette))
     assert lut_index(image.astype(np.float32)) is None
+    # written into a kept buffer (one per slice shape in a view), or the image's own bits (no index array)
+    buffer = np.full(image.shape, -1, dtype=np.intp)
+    assert lut_index(image, out=buffer) is buffer and np.array_equal(buffer, index)
+    bits = unsigned_bits(image)
+    assert np.shares_memory(bits, image)
+    assert np.array_equal(window_to_uint8(image, 20, 150, bits), window_to_uint8(image, 20, 150))
+    assert np.array_equal(window_to_argb32(image, 20, 150, palette, bits), window_to_argb32(image, 20, 150, palette))
+    if dtype == np.int16:  # negative values index the table by their bit pattern
+        signed = np.array([[-1024, -1, 0, 3071]], dtype=np.int16)
+        expected = np.clip((signed.astype(float) + 1000) * 255 / 2000, 0, 255).astype(np.uint8)
+        assert np.array_equal(window_to_uint8(signed, -1000, 1000, unsigned_bits(signed)), expected)

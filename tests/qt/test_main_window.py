@@ -121,6 +121,18 @@ def test_window_presets_and_right_drag(qtbot, window: MainWindow, chest_ct_sampl
     after = window.state.window
     assert after.width > before.width and after.center > before.center
 
+    def expected_grey() -> np.ndarray:  # the LINEAR_EXACT window of the slice on screen, from its HU values
+        low = after.center - after.width / 2
+        return np.clip((axial.image_data.astype(np.float32) - low) * np.float32(255 / after.width), 0, 255)
+
+    # re-windowed slices, then the next slices (their table index goes into the buffer the view keeps)
+    first = axial.slice_index()
+    for _ in range(3):
+        shown = axial.image.displayed_rgb()
+        assert np.abs(shown.astype(int) - expected_grey()[..., None].astype(int)).max() <= 1
+        window.state.scroll("axial", 1)
+    assert axial.slice_index() != first
+
 
 def test_histogram_region_follows_the_window_and_sets_it(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
     """The window panel's region shows the window (at most REGION_FOLLOW_MS behind a drag), and dragging the
