@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtTest import QTest
@@ -71,6 +72,51 @@ def test_click_in_axial_moves_coronal_and_sagittal(qtbot, window: MainWindow, ch
     assert slice_index_for(volume.geometry, views["coronal"].plane) == expected[1]
     assert slice_index_for(volume.geometry, views["sagittal"].plane) == expected[0]
     assert slice_index_for(volume.geometry, views["axial"].plane) == z  # the clicked view stays
+
+
+def test_a_crosshair_drag_moves_the_cursor_without_hover_events(qtbot, window: MainWindow,
+                                                                chest_ct_sample: Path) -> None:
+    """Hover events reach the view's items while the mouse moves freely; during a drag (the item holding it
+    gets drag events) they are skipped, and the drag still moves the crosshair on every move."""
+    _open(qtbot, window, chest_ct_sample)
+    axial = window.grid.views["axial"]
+    scene = axial.graphics.scene()
+    hovered: list[tuple[bool, bool]] = []  # (acceptable, an item held a drag)
+
+    class Probe(pg.GraphicsObject):  # covers the whole slice, records the hover events it is sent
+        def boundingRect(self):  # noqa: N802 - Qt override
+            return axial.image.boundingRect()
+
+        def paint(self, *args) -> None:
+            pass
+
+        def hoverEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph's name
+            hovered.append((bool(ev.acceptable), scene.dragItem is not None))
+
+    probe = Probe()
+    axial.view_box.addItem(probe, ignoreBounds=True)
+    vp = axial.graphics.viewport()
+    start = vp.rect().center()
+    for dx in (0, 3, 6):  # free moves: hover events
+        qtbot.wait(15)  # pyqtgraph drops moves closer than 10 ms
+        QTest.mouseMove(vp, start + QPoint(dx, 0))
+    assert hovered and all(acceptable for acceptable, _ in hovered)
+    hovered.clear()
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, pos=start)
+    cursors = []
+    for d in range(4, 40, 4):
+        qtbot.wait(15)
+        QTest.mouseMove(vp, start + QPoint(d, d))
+        cursors.append(tuple(window.state.cursor))
+    assert scene.dragItem is not None  # the drag went to an item
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=start + QPoint(36, 36))
+    assert len(set(cursors)) >= len(cursors) - 1  # the crosshair followed the moves
+    # only the moves before an item took the drag sent (unacceptable) hover events
+    assert not [h for h in hovered if h[1]], hovered
+    assert len(hovered) < len(cursors) / 2
+    qtbot.wait(15)
+    QTest.mouseMove(vp, start + QPoint(10, 10))
+    assert hovered and hovered[-1] == (True, False)  # free moves are hover events again
 
 
 def test_distance_across_the_sphere_phantom(qtbot, window: MainWindow, sphere_phantom: Path) -> None:

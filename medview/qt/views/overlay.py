@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import weakref
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
@@ -182,6 +185,11 @@ class SliceGraphicsView(pg.GraphicsView):
             widget.setAttribute(Qt.WidgetAttribute.WA_NoSystemBackground, True)
         # extra painters in device coordinates, called before the overlay: f(painter, width, height)
         self.foreground_painters: list = [overlay.paint]
+        # pyqtgraph looks up the items under the mouse and sends each a hover event on every move, also in
+        # the middle of a drag, where it lets none of them accept it: skip that once an item has the drag
+        # (callgrind, crosshair drag by mouse: 0.28 M of 10.3 M instructions per frame)
+        scene = self.scene()
+        scene.sendHoverEvents = functools.partial(_hover_unless_dragging, weakref.ref(scene))
 
     def drawForeground(self, painter: QPainter, rect) -> None:  # noqa: N802 - Qt override
         super().drawForeground(painter, rect)
@@ -191,6 +199,13 @@ class SliceGraphicsView(pg.GraphicsView):
         for paint in self.foreground_painters:
             paint(painter, viewport.width(), viewport.height())
         painter.restore()
+
+
+def _hover_unless_dragging(scene_ref, ev, exitOnly: bool = False) -> None:
+    """pyqtgraph's hover delivery, skipped while an item holds a mouse drag (keeps no reference to the scene)."""
+    scene = scene_ref()
+    if scene is not None and (exitOnly or not ev.buttons() or scene.dragItem is None):
+        type(scene).sendHoverEvents(scene, ev, exitOnly)
 
 
 def nice_length(mm: float) -> float:
