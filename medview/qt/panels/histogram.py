@@ -51,12 +51,11 @@ class HistogramPanel(QWidget):
     def refresh(self) -> None:
         """Recompute the histogram in a worker (never on the GUI thread) for the shown volume."""
         volume = self.state.volume
-        self._apply_window()
-        if self.state.loading:
-            return  # a histogram of a volume still filling would be wrong and compete with the load
         if self.worker is not None and not self.worker.done:
             self.worker.cancel()
-        if volume is None or volume.is_color:
+        if volume is None or volume.is_color or self.state.loading:
+            # no histogram (a volume still filling would give a wrong one and compete with the load); the
+            # region follows the new window through the state's window event, in a later event-loop turn
             self.curve.setData([0, 1], [0])
             return
         # in this worker thread, not a pool process: pickling the 2.5 MB sample for a process held the
