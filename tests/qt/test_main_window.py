@@ -14,6 +14,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtTest import QTest
 
 from medview.algorithms.reslice import slice_index_for
+from medview.core.volume import Volume
 from medview.qt.main_window import MainWindow
 from tests.conftest import SPHERE_CENTRE_LPS, SPHERE_RADIUS_MM, dicom_files
 
@@ -187,7 +188,7 @@ def test_histogram_region_follows_the_window_and_sets_it(qtbot, window: MainWind
     from medview.qt.panels.histogram import REGION_FOLLOW_MS
 
     volume = _open(qtbot, window, chest_ct_sample)
-    curve = window.histogram.curve  # the histogram itself, counted in a pool process
+    curve = window.histogram.curve  # the histogram itself, counted in a worker thread
     qtbot.waitUntil(lambda: curve.getData()[0] is not None and len(curve.getData()[0]) == 257, timeout=20_000)
     edges, log_counts = curve.getData()
     assert edges[0] == pytest.approx(float(volume.array.min()))
@@ -202,6 +203,13 @@ def test_histogram_region_follows_the_window_and_sets_it(qtbot, window: MainWind
     assert (window.state.window.low, window.state.window.high) == pytest.approx((-200.0, 300.0))
     qtbot.wait(REGION_FOLLOW_MS * 3)
     assert region.getRegion() == pytest.approx((-200.0, 300.0))  # not pulled back by its own echo
+    # another study starts loading: the previous one's histogram is not shown for it; once complete, its own is
+    other = Volume(np.clip(volume.array, -500, 500).astype(np.int16), volume.geometry)
+    window.state.set_volume(other, loading=True)
+    assert len(curve.getData()[1]) == 1 and curve.getData()[1][0] == 0
+    window.state.set_volume(other, keep_view=True)
+    qtbot.waitUntil(lambda: len(curve.getData()[0]) == 257, timeout=20_000)
+    assert curve.getData()[0][0] == pytest.approx(-500) and curve.getData()[0][-1] == pytest.approx(500)
 
 
 def _all_texts(window: MainWindow) -> list[str]:
