@@ -248,3 +248,25 @@ def test_process_pool_decodes_the_same(syntax: Syntax, transcode):
     pooled = load_series(info, parallel=True)
     assert pooled.array.dtype == in_process.array.dtype
     assert np.array_equal(pooled.array, in_process.array)
+
+
+def test_a_pooled_volume_is_mapped_in_before_it_is_returned(transcode):
+    """Workers decode into shared memory; the loader maps its pages into this process before returning, so
+    the first slice across all of them (a sagittal view, on the GUI thread) does not fault them in one by one
+    (2,400 faults, 12-50 ms for a 305-slice CT)."""
+    import resource
+
+    from medview.io.dicom.load import load_series
+
+    info = _only_series(transcode(next(s for s in SYNTAXES if s.name == "jpeg_ls_lossless")))
+    pooled = load_series(info, parallel=True)
+    assert pooled.array.nbytes >= 1 << 19 and not pooled.array.flags.owndata  # a shared mapping, 192+ pages
+    sagittal = pooled.array[:, :, pooled.array.shape[2] // 2]  # a column of every row: reads every page
+    copy = np.ones(sagittal.shape, sagittal.dtype)  # written now, so the copy below allocates nothing
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    np.copyto(copy, sagittal)
+    faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+    assert np.array_equal(copy, sagittal) and copy.any()
+    # unmapped, the pages fault in a few at a time as the copy reaches them: 15-18 faults here; mapped, 0-4
+    # (the interpreter's own allocations between the two counts)
+    assert faults <= 8, f"{faults} page faults reading one sagittal slice"
