@@ -63,7 +63,6 @@ SHORTCUTS = [
 ]
 
 
-
 class MainWindow(QMainWindow):
     """Top-level window.  ``load_finished`` fires after a volume is fully shown (tests, screenshots)."""
 

@@ -62,7 +62,6 @@ def _cancel_all(workers: list[Worker]) -> None:
         worker.cancel()
 
 
-
 def _thumbnail_in_process(info, size: int, task=None):
     """One thumbnail made in a pool process: decoding, windowing (a percentile) and resampling in this
     worker thread shared the interpreter with the GUI thread right when a load finished (a 50 ms event-loop

@@ -195,7 +195,6 @@ class SliceView(QWidget):
         self._label_keys: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._lut_index: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._index_buffer = np.empty(0, np.intp)
-        self._index_shape: tuple[int, ...] | None = None
         self._composite = np.zeros(0, np.uint32)
         self._label_tables: tuple[np.ndarray, np.ndarray] = (np.zeros((1, 4), np.uint8), np.zeros(1, np.uint32))
         self._palette = palette_argb32(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
@@ -396,8 +395,8 @@ class SliceView(QWidget):
         kept_image, kept = self._lut_index
         if kept_image is image and kept is not None and kept.dtype == np.intp:
             return kept
-        if kept_image is not image and image.shape != self._index_shape:
-            self._index_shape = image.shape
+        new_shape = kept_image is None or kept_image.shape != image.shape
+        if kept_image is not image and new_shape and self._index_buffer.shape != image.shape:
             index = unsigned_bits(image)
         else:  # the next slice of this shape, or this one re-windowed
             if self._index_buffer.shape != image.shape:
