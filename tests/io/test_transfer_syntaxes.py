@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,3 +271,30 @@ def test_a_pooled_volume_is_mapped_in_before_it_is_returned(transcode):
     # unmapped, the pages fault in a few at a time as the copy reaches them: 15-18 faults here; mapped, 0-4
     # (the interpreter's own allocations between the two counts)
     assert faults <= 8, f"{faults} page faults reading one sagittal slice"
+
+
+def _imported(names: tuple[str, ...]) -> dict[str, bool]:
+    """Run in a worker: which of ``names`` that process has imported."""
+    return {name: sys.modules.get(name) is not None for name in names}
+
+
+def test_fork_server_workers_decode_without_download_helpers(monkeypatch, transcode):
+    """The GUI's workers come from a fork server that preloads pydicom and the codecs but not pydicom's
+    optional download helpers (requests, tqdm: 0.1 s of the server's start); they still parse and decode."""
+    from medview.io.dicom import parallel
+    from medview.io.dicom.load import load_series
+
+    info = _only_series(transcode(next(s for s in SYNTAXES if s.name == "jpeg_ls_lossless")))
+    in_process = load_series(info, parallel=False)
+    parallel.shutdown()
+    monkeypatch.setattr(parallel, "_FORKSERVER_ONLY", True)  # as after configure(): Qt runs threads
+    try:
+        pool = parallel.process_pool()
+        assert parallel.start_method() == "forkserver"
+        loaded = pool.submit(_imported, ("requests", "tqdm", "pydicom", "medview.io.dicom.decode")).result(timeout=120)
+        assert loaded == {"requests": False, "tqdm": False, "pydicom": True, "medview.io.dicom.decode": True}
+        pooled = load_series(info, parallel=True)
+        assert np.array_equal(pooled.array, in_process.array)
+        assert "medview.io.dicom.worker_imports" not in sys.modules  # medview's own process keeps requests
+    finally:
+        parallel.shutdown()

@@ -28,6 +28,9 @@ _FORKSERVER_ONLY = False
 _LOCK = threading.Lock()
 
 PoolFailure = (BrokenProcessPool, OSError, RuntimeError)
+# what the fork server imports once for all its workers, in this order (worker_imports first: it keeps
+# pydicom's download helpers out of them)
+FORKSERVER_PRELOAD = ["medview.io.dicom.worker_imports", "medview.io.dicom.headers", "medview.io.dicom.decode"]
 
 
 def worker_count() -> int:
@@ -68,7 +71,7 @@ def process_pool() -> ProcessPoolExecutor:
                 ctx = mp.get_context("fork")
             else:
                 ctx = mp.get_context("forkserver")
-                ctx.set_forkserver_preload(["medview.io.dicom.headers", "medview.io.dicom.decode"])
+                ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
             _POOL = ProcessPoolExecutor(max_workers=worker_count(), mp_context=ctx, initializer=_lower_priority)
         return _POOL
 
