@@ -193,6 +193,9 @@ def _print_info(result: dict, as_json: bool) -> None:
 
 
 def _run_gui(paths: Sequence[str], series: str | None, screenshot: str | None, layout: str | None = None) -> int:
+    from medview.io.dicom import parallel
+
+    parallel.start_in_background()  # the decode workers start beside the GUI's imports, not after them
     try:
         from medview.qt.app import run_gui
     except ImportError as exc:  # Qt libraries missing on a server

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import sys
-import threading
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QThreadPool, QTimer
@@ -14,13 +13,6 @@ from medview.app.samples import sample_path
 from medview.io.dicom import parallel
 from medview.qt.main_window import MainWindow
 from medview.qt.workers import wait_for_all
-
-_warming: list[threading.Thread] = []
-
-
-def _warm_up() -> None:
-    """While the window opens: start the decode workers (0.1-0.5 s; done lazily, inside the first load)."""
-    parallel.warm_up()
 
 
 def configure() -> QApplication:
@@ -41,13 +33,11 @@ def configure() -> QApplication:
     gc.collect()
     gc.freeze()
     # decode workers forked before Qt started (by a script or test that loaded images first) share
-    # this process's pages copy-on-write; from now on workers come from the fork server only
-    parallel.prefer_forkserver()
+    # this process's pages copy-on-write; from now on workers come from the fork server only, started
+    # while the window opens (`medview` starts them before importing Qt; this does nothing then)
     if parallel.start_method() == "fork":
         parallel.shutdown()
-    if not _warming:
-        _warming.append(threading.Thread(target=_warm_up, name="medview-warm-up", daemon=True))
-        _warming[0].start()
+    parallel.start_in_background()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("medview")
     app.setOrganizationName("medview")

@@ -27,13 +27,11 @@ open DIR
     Time from ``window.open_path(DIR)`` to: the scan done (``_scanned`` entered), the first slice on
     screen (the axial view has an image, then a forced ``repaint()``), ``load_finished``, and (bundled
     chest CT) its label map shown; then the event loop runs until the background jobs (thumbnails,
-    histogram) are done, plus ``SETTLE_S``.  The heartbeat covers all of it.  The decode pool is
-    started by ``configure()`` in a background thread, as when medview starts, and not waited for: the
-    series is opened right after the window is shown (as ``medview view PATH`` does), so the pool's start
-    can overlap the scan.  What-ifs (not used by the benchmark):
-    ``--warm-pool`` waits for the pool before the clock, ``--forkserver`` starts an idle Python thread first
-    so that medview's pool chooses forkserver (it picks fork when ``threading.active_count() == 1``,
-    which does not see Qt's threads); ``pool_start_method`` in the result says which one ran.
+    histogram) are done, plus ``SETTLE_S``.  The heartbeat covers all of it.  The decode workers are
+    started from the fork server in a background thread before the imports, as ``medview`` starts them, and
+    not waited for: the series is opened right after the window is shown (as ``medview view PATH`` does),
+    so the workers' start can overlap the scan.  What-if (not used by the benchmark): ``--warm-pool`` waits
+    for the workers before the clock.  ``pool_start_method`` in the result says how they were started.
 """
 
 from __future__ import annotations
@@ -61,6 +59,9 @@ if str(REPO) not in sys.path:
 # the decode pool's workers (forkserver: the GUI runs threads) import this file as __mp_main__: keep that
 # as light as the real `medview` script, which imports only the CLI module
 if __name__ == "__main__":
+    from medview.io.dicom import parallel
+
+    parallel.start_in_background()  # first, as `medview` does: the workers start beside the imports below
     import numpy as np
     from PySide6.QtCore import QPoint, QSettings, Qt, QThreadPool, QTimer
     from PySide6.QtTest import QTest
@@ -457,16 +458,9 @@ def drag(size: int, profile_path: str | None) -> dict:
 
 
 # -- open ---------------------------------------------------------------------------------------------
-def open_series(folder: str, warm_pool: bool = False, forkserver: bool = False) -> dict:
-    import threading
-
-    from medview.io.dicom import parallel
-
+def open_series(folder: str, warm_pool: bool = False) -> dict:
     tmp = scratch_dir()
     app, window = make_window(tmp)
-    if forkserver:  # what-if: an idle Python thread makes medview's pool choose forkserver, as its docstring
-        # intends for a threaded process (Qt's threads are invisible to threading.active_count())
-        threading.Thread(target=threading.Event().wait, daemon=True).start()
     if warm_pool:  # what-if: the decode pool up before the clock (a series opened a while after start-up)
         parallel.warm_up()
     axial = window.grid.views["axial"]
@@ -513,7 +507,7 @@ def open_series(folder: str, warm_pool: bool = False, forkserver: bool = False) 
     in_load = [s for s in loop["stalls"] if s[0] - (t0 - hb.ticks[0]) <= finished]
     window.close()
     wait_for_all()
-    return {"mode": "open", "folder": folder, "warm_pool": warm_pool, "forkserver_forced": forkserver,
+    return {"mode": "open", "folder": folder, "warm_pool": warm_pool,
             "pool_start_method": parallel.start_method(), "shape": list(window.volume.geometry.shape),
             "scan_s": rel.get("scan"),
             "first_data_s": rel.get("first_data"), "first_slice_s": rel.get("first_paint"),
@@ -528,13 +522,12 @@ def main() -> None:
     parser.add_argument("arg")
     parser.add_argument("--profile", default=None, help="drag: write cProfile statistics of the frames here")
     parser.add_argument("--warm-pool", action="store_true", help="open: start the decode pool before the clock")
-    parser.add_argument("--forkserver", action="store_true", help="open: make the decode pool use forkserver")
     args = parser.parse_args()
     with contextlib.redirect_stdout(sys.stderr):  # only the JSON line goes to stdout
         if args.mode == "drag":
             result = drag(int(args.arg), args.profile)
         else:
-            result = open_series(args.arg, args.warm_pool, args.forkserver)
+            result = open_series(args.arg, args.warm_pool)
     print(json.dumps(result))
 
 
