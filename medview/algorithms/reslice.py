@@ -204,12 +204,19 @@ def _dominant_axes(geometry: Geometry, u: np.ndarray, v: np.ndarray) -> tuple[in
 
 
 @lru_cache(maxsize=64)
+def _frame_axes(geometry: Geometry, u: tuple[float, ...], v: tuple[float, ...]) -> tuple[int, int, int, int, int] | None:
+    """:func:`_aligned_axes` per grid and plane orientation: the same for every slice of a view."""
+    return _aligned_axes(geometry, np.array(u), np.array(v))
+
+
+@lru_cache(maxsize=64)
 def _plane_axes(geometry: Geometry, plane: Plane) -> tuple[int, int, int, int, int] | None:
     """Aligned axes when the plane can be cut by indexing (see :func:`is_index_aligned`), else None.
 
-    Cached: the views ask for the same (grid, plane) pair several times per frame.
+    Cached: the views ask for the same (grid, plane) pair several times per frame; a new slice of the same
+    view only checks its spacing and origin.
     """
-    axes = _aligned_axes(geometry, np.array(plane.u), np.array(plane.v))
+    axes = _frame_axes(geometry, plane.u, plane.v)
     if axes is None:
         return None
     au, _, av, _, _ = axes

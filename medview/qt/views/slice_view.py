@@ -172,6 +172,8 @@ class SliceView(QWidget):
         self._zoom_pending = False
         self._image_rect = QRectF()
         self._overlay_key: tuple | None = None
+        self._overlay_parts: tuple = ()
+        self._overlay_plane: Plane | None = None
         self._slider_key: tuple | None = None
         self._slice_index_key: tuple | None = None
         self._slice_index: tuple[int | None, int] = (None, 0)
@@ -406,9 +408,16 @@ class SliceView(QWidget):
         return index
 
     def _screen_pixels(self) -> float:
-        """How many viewport pixels the slice covers now."""
-        shown = self._view_to_device().mapRect(self._image_rect) & QRectF(self.graphics.viewport().rect())
-        return max(shown.width(), 0.0) * max(shown.height(), 0.0)
+        """How many viewport pixels the slice covers now (the view box fills the viewport: its view range
+        is what the viewport shows)."""
+        (x0, x1), (y0, y1) = self.view_box.viewRange()
+        if x1 <= x0 or y1 <= y0:
+            return 0.0
+        r = self._image_rect
+        size = self.view_box.size()
+        across = max(min(x1, r.right()) - max(x0, r.left()), 0.0) * size.width() / (x1 - x0)
+        down = max(min(y1, r.bottom()) - max(y0, r.top()), 0.0) * size.height() / (y1 - y0)
+        return across * down
 
     def _composite_table(self, palette: np.ndarray, rgba: np.ndarray) -> np.ndarray:
         key = (self._palette_key, self._label_table_key)  # composited labels come from _label_table
@@ -612,45 +621,56 @@ class SliceView(QWidget):
 
     def _update_overlay(self) -> None:
         volume = self.state.volume
-        if volume is None or self.plane is None:
+        plane = self.plane
+        if volume is None or plane is None:
             return
-        md = volume.metadata
         w = self.state.window
         (x0, x1), _ = self.view_box.viewRange()
         view_px = max(self.view_box.width(), 1.0)
-        # everything the annotations depend on: most crosshair moves change none of it in this view
-        key = (id(volume), self.plane, w.center, w.width, self.state.hide_phi, self.state.slab_mm,
-               self.state.slab_mode, self.state.is_oblique, x0, x1, view_px)
-        if key == self._overlay_key:
+        # everything the annotations depend on but the slice: a crosshair move changes none of it, and in
+        # two of the views only the slice (the slice's number and position lines)
+        key = (id(volume), plane.u, plane.v, plane.spacing, w.center, w.width, self.state.hide_phi,
+               self.state.slab_mm, self.state.slab_mode, self.state.is_oblique, x0, x1, view_px)
+        if key != self._overlay_key:
+            self._overlay_key = key
+            self._overlay_parts = self._overlay_without_slice(volume, plane, x0, x1, view_px)
+        elif plane == self._overlay_plane:
             return
-        self._overlay_key = key
-        top_left = []
-        if not self.state.hide_phi:
-            top_left += [md.patient_name.replace("^", " ") or "(no name)", f"ID {md.patient_id or '-'}",
-                         f"{_format_date(md.study_date)}"]
-        top_left += [f"{md.modality} {md.series_description}".strip()]
-        position = float(np.dot(self.plane.origin, self.plane.normal()))  # the slice shown, not the cursor
+        self._overlay_plane = plane
+        top_left, bottom_right, letters, bar_mm, bar_px = self._overlay_parts
+        position = float(np.dot(plane.origin, plane.normal()))  # the slice shown, not the cursor
         k, n = self._slice_position()
         slice_text = self.view.capitalize()
         if k is not None:
             slice_text += f"  {k + 1}/{n}"
         if self.state.slab_mm > 0:
             slice_text += f"  {self.state.slab_mode.upper()} {self.state.slab_mm:g} mm"
-        bottom_left = [slice_text, f"pos {position:.1f} mm"]
-        mm_per_px = (x1 - x0) / view_px
-        zoom = (self.plane.spacing[0] / mm_per_px) if mm_per_px > 0 else 1.0
-        bottom_right = [f"W {w.width:.0f} L {w.center:.0f}" if not volume.is_color else "RGB",
-                        f"zoom {zoom:.2f}x"]
-        if self.state.is_oblique:
-            bottom_right.insert(0, "oblique")
-        corners = {"top_left": top_left, "top_right": [], "bottom_left": bottom_left, "bottom_right": bottom_right}
-        letters = orientation_letters(self.plane.u, self.plane.v)
-        bar_mm = nice_length((x1 - x0) / 5.0)
-        bar_px = bar_mm / mm_per_px if mm_per_px > 0 else 0.0
+        corners = {"top_left": top_left, "top_right": [], "bottom_left": [slice_text, f"pos {position:.1f} mm"],
+                   "bottom_right": bottom_right}
         o = self.overlay
         if (corners, letters, bar_mm, round(bar_px)) != (o.corners, o.letters, o.bar_mm, round(o.bar_px)):
             o.corners, o.letters, o.bar_mm, o.bar_px = corners, letters, bar_mm, bar_px
             self.graphics.scene().update()  # merged with the image's update: one repaint
+
+    def _overlay_without_slice(self, volume, plane: Plane, x0: float, x1: float, view_px: float
+                               ) -> tuple[list[str], list[str], dict[str, str], float, float]:
+        """The annotations that do not change with the slice: ``(top left, bottom right, orientation letters,
+        scale bar mm, scale bar pixels)``."""
+        md = volume.metadata
+        w = self.state.window
+        top_left = []
+        if not self.state.hide_phi:
+            top_left += [md.patient_name.replace("^", " ") or "(no name)", f"ID {md.patient_id or '-'}",
+                         f"{_format_date(md.study_date)}"]
+        top_left += [f"{md.modality} {md.series_description}".strip()]
+        mm_per_px = (x1 - x0) / view_px
+        zoom = (plane.spacing[0] / mm_per_px) if mm_per_px > 0 else 1.0
+        bottom_right = [f"W {w.width:.0f} L {w.center:.0f}" if not volume.is_color else "RGB", f"zoom {zoom:.2f}x"]
+        if self.state.is_oblique:
+            bottom_right.insert(0, "oblique")
+        bar_mm = nice_length((x1 - x0) / 5.0)
+        bar_px = bar_mm / mm_per_px if mm_per_px > 0 else 0.0
+        return top_left, bottom_right, orientation_letters(plane.u, plane.v), bar_mm, bar_px
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
