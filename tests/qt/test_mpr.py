@@ -123,3 +123,85 @@ def test_slider_moves_through_slices(qtbot, window: MainWindow, brain1_series: P
         view.slider.setValue(k + 3)
         assert slice_index_for(volume.geometry, view.plane) == k + 3
         assert view.slider.value() == k + 3
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_slider_handle_is_drawn_where_the_style_puts_it(qtbot, inverted: bool) -> None:
+    """The slice slider draws its handle from a cached handle rectangle and the style's own position rule:
+    it must sit where the style (which also handles the mouse) has it, for every value, size and range."""
+    from PySide6.QtWidgets import QStyle, QStyleOptionSlider
+
+    from medview.qt.views.slice_view import SliceSlider
+
+    slider = SliceSlider(Qt.Orientation.Horizontal)
+    qtbot.addWidget(slider)
+    slider.setInvertedAppearance(inverted)
+    checked = 0
+    for width, maximum in ((320, 47), (321, 511), (150, 304), (90, 1)):
+        slider.resize(width, 20)
+        slider.setRange(0, maximum)
+        for value in sorted({0, 1, maximum // 3, maximum // 2, maximum - 1, maximum}):
+            slider.setValue(value)
+            option = QStyleOptionSlider()
+            slider.initStyleOption(option)
+            expected = slider.style().subControlRect(QStyle.ComplexControl.CC_Slider, option,
+                                                     QStyle.SubControl.SC_SliderHandle, slider)
+            assert slider._handle_rect() == expected, (width, maximum, value)
+            checked += 1
+    assert checked >= 20
+    slider.show()
+    qtbot.waitExposed(slider)
+    assert not slider.grab().toImage().isNull()  # paints with the cached look
+
+
+def _crosshair_pixels(view, paint) -> np.ndarray:
+    from PySide6.QtGui import QImage, QPainter
+
+    w, h = view.graphics.viewport().width(), view.graphics.viewport().height()
+    image = QImage(w, h, QImage.Format.Format_ARGB32_Premultiplied)
+    image.fill(0)
+    painter = QPainter(image)
+    paint(painter, w, h)
+    painter.end()
+    return np.frombuffer(image.constBits(), np.uint32).reshape(h, w).copy()
+
+
+def _reference_crosshair(view):
+    """Each crosshair line as Qt draws a one-pixel line with the line's pen across the viewport."""
+    from PySide6.QtCore import QLineF, QPointF
+
+    def paint(painter, w, h) -> None:
+        t = view._view_to_device()
+        for line in view.lines.values():
+            a = np.radians(line.angle)
+            p0, p1 = t.map(line.pos), t.map(line.pos + QPointF(float(np.cos(a)), float(np.sin(a))))
+            d = np.array([p1.x() - p0.x(), p1.y() - p0.y()])
+            d = d / np.linalg.norm(d) * (w + h)
+            painter.setPen(line.pen)
+            painter.drawLine(QLineF(p0.x() - d[0], p0.y() - d[1], p0.x() + d[0], p0.y() + d[1]))
+
+    return paint
+
+
+def test_crosshair_pixels_are_those_of_qt_lines(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    """Lines along a screen axis are filled as one pixel row or column: exactly the pixels of Qt's own
+    one-pixel line at that position, at fractional positions too, and turned lines are still lines."""
+    volume = _open(qtbot, window, chest_ct_sample)
+    g = volume.geometry
+    compared = 0
+    for rotated in (False, True):
+        if rotated:
+            window.state.rotate("axial", 30.0)
+        for t in (0.31, 0.5, 0.77):
+            window.state.set_cursor(g.index_to_world([t * (g.size_xyz[0] - 1), (1 - t) * (g.size_xyz[1] - 1),
+                                                      t * (g.size_xyz[2] - 1)]))
+            qtbot.wait(1)
+            for name, view in window.grid.views.items():
+                if not view.isVisible() or view.plane is None:
+                    continue
+                ours = _crosshair_pixels(view, view._paint_crosshair)
+                reference = _crosshair_pixels(view, _reference_crosshair(view))
+                assert np.count_nonzero(ours) > view.graphics.viewport().width()  # at least one whole line
+                assert np.array_equal(ours, reference), (name, rotated, t)
+                compared += 1
+    assert compared >= 12

@@ -7,6 +7,7 @@ an image itself: planes and reslicing come from ``medview.algorithms.reslice`` t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,21 +79,42 @@ class SliceSlider(QSlider):
     as the slice itself.  Geometry (and so mouse handling) is the style's own: only the look is simpler.
     """
 
+    _look_key: tuple | None = None
+    _look: tuple = ()
+
+    def _handle_rect(self) -> QRect:
+        """The style's handle rectangle for the current position.  Asking the style (an option filled in and a
+        rectangle computed) is half of a repaint's cost, so the handle at the minimum and its travel are
+        kept per size, range and style, and the position is placed as the style places it."""
+        key = (self.width(), self.height(), self.minimum(), self.maximum(), self.orientation(),
+               self.invertedAppearance(), self.layoutDirection(), id(self.style()), self.palette().cacheKey())
+        if key != self._look_key:
+            option = QStyleOptionSlider()
+            self.initStyleOption(option)
+            option.sliderPosition = option.sliderValue = self.minimum()
+            at_min = self.style().subControlRect(QStyle.ComplexControl.CC_Slider, option,
+                                                 QStyle.SubControl.SC_SliderHandle, self)
+            horizontal = self.orientation() == Qt.Orientation.Horizontal
+            travel = (self.width() - at_min.width()) if horizontal else (self.height() - at_min.height())
+            palette = self.palette()
+            brushes = (palette.window(), palette.mid(), palette.highlight(), palette.button(), palette.dark().color())
+            self._look_key, self._look = key, (at_min, max(travel, 0), option.upsideDown, horizontal, brushes)
+        at_min, travel, upside_down, horizontal, _ = self._look
+        start = QStyle.sliderPositionFromValue(self.minimum(), self.maximum(), self.minimum(), travel, upside_down)
+        now = QStyle.sliderPositionFromValue(self.minimum(), self.maximum(), self.sliderPosition(), travel, upside_down)
+        return at_min.translated(now - start, 0) if horizontal else at_min.translated(0, now - start)
+
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
-        option = QStyleOptionSlider()
-        self.initStyleOption(option)
-        style = self.style()
-        handle = style.subControlRect(QStyle.ComplexControl.CC_Slider, option, QStyle.SubControl.SC_SliderHandle, self)
-        palette = self.palette()
+        handle = self._handle_rect()
+        window, groove_brush, fill, button, edge = self._look[4]
         painter = QPainter(self)
-        painter.fillRect(self.rect(), palette.window())
+        painter.fillRect(self.rect(), window)
         mid = self.height() // 2
         groove = QRect(2, mid - 2, max(self.width() - 4, 0), 4)
-        painter.fillRect(groove, palette.mid())
-        painter.fillRect(QRect(groove.left(), groove.top(), max(handle.center().x() - groove.left(), 0), 4),
-                         palette.highlight())
-        painter.fillRect(handle.adjusted(1, 1, -1, -1), palette.button())
-        painter.setPen(palette.dark().color())
+        painter.fillRect(groove, groove_brush)
+        painter.fillRect(QRect(groove.left(), groove.top(), max(handle.center().x() - groove.left(), 0), 4), fill)
+        painter.fillRect(handle.adjusted(1, 1, -1, -1), button)
+        painter.setPen(edge)
         painter.drawRect(handle.adjusted(1, 1, -2, -2))
         painter.end()
 
@@ -464,22 +486,31 @@ class SliceView(QWidget):
         return self.view_box.childGroup.deviceTransform(self.graphics.viewportTransform())
 
     def _paint_crosshair(self, painter: QPainter, width: int, height: int) -> None:
-        """Paint the crosshair lines (device coordinates) across the whole viewport."""
+        """Paint the crosshair lines (device coordinates) across the whole viewport.
+
+        A line running along a screen axis (every line unless the views are turned) is filled as one row or
+        column of pixels, the one a one-pixel line at that position covers; others are drawn as lines."""
         if self.plane is None or self.state.volume is None:
             return
-        to_device = self._view_to_device()
+        t = self._view_to_device()
         reach = float(width + height)
         for line in self.lines.values():
-            a = np.radians(line.angle)
-            p0 = to_device.map(line.pos)
-            p1 = to_device.map(line.pos + QPointF(float(np.cos(a)), float(np.sin(a))))
-            dx, dy = p1.x() - p0.x(), p1.y() - p0.y()
-            norm = float(np.hypot(dx, dy))
+            a = math.radians(line.angle)
+            ux, uy = math.cos(a), math.sin(a)
+            dx, dy = t.m11() * ux + t.m21() * uy, t.m12() * ux + t.m22() * uy  # the direction on screen
+            norm = math.hypot(dx, dy)
             if norm == 0:
                 continue
-            dx, dy = dx / norm * reach, dy / norm * reach
-            painter.setPen(line.pen)
-            painter.drawLine(QLineF(p0.x() - dx, p0.y() - dy, p0.x() + dx, p0.y() + dy))
+            p = t.map(line.pos)
+            x, y = p.x(), p.y()
+            if abs(dy) <= 1e-9 * norm:
+                painter.fillRect(QRect(0, math.floor(y), width, 1), line.pen.color())
+            elif abs(dx) <= 1e-9 * norm:
+                painter.fillRect(QRect(math.floor(x), 0, 1, height), line.pen.color())
+            else:
+                dx, dy = dx / norm * reach, dy / norm * reach
+                painter.setPen(line.pen)
+                painter.drawLine(QLineF(x - dx, y - dy, x + dx, y + dy))
 
     def _paint_detections(self, painter: QPainter, width: int, height: int) -> None:
         """Detections whose sphere (or box) cuts this slice: a circle of the cut's radius, and the score."""
