@@ -204,7 +204,8 @@ def _dominant_axes(geometry: Geometry, u: np.ndarray, v: np.ndarray) -> tuple[in
 
 
 @lru_cache(maxsize=64)
-def _frame_axes(geometry: Geometry, u: tuple[float, ...], v: tuple[float, ...]) -> tuple[int, int, int, int, int] | None:
+def _frame_axes(geometry: Geometry, u: tuple[float, ...], v: tuple[float, ...]
+                ) -> tuple[int, int, int, int, int] | None:
     """:func:`_aligned_axes` per grid and plane orientation: the same for every slice of a view."""
     return _aligned_axes(geometry, np.array(u), np.array(v))
 

@@ -182,8 +182,9 @@ def render(rows: list[dict], drags: dict[int, dict], opens: dict[str, list[dict]
         "* setting the label map (``state.set_labels``, on the GUI thread, including the labels panel) took "
         f"{d512['set_labels_ms']:.0f} ms at 512^2 and {drags[1024]['set_labels_ms']:.0f} ms at 1024^2.",
         "* open: a fresh process per run, window shown, then ``open_path(folder)``; the decode workers are started "
-        "in a background thread before the imports, as ``medview`` does, and not waited for.  First slice = the axial view has an image (``state`` ``volume`` "
-        "event) and a forced ``repaint()`` of its viewport returned.  Loop gap = the largest interval between "
+        "in a background thread before the imports, as ``medview`` does, and not waited for.  First slice = the "
+        "axial view has an image (``state`` ``volume`` event) and a forced ``repaint()`` of its viewport "
+        "returned.  Loop gap = the largest interval between "
         f"ticks of a {env['heartbeat_ms']} ms heartbeat timer, from ``open_path`` until the background jobs "
         "(thumbnails, histogram, label import) are done + 0.3 s; for drags, over the timed moves.  "
         f"Median of {REPEATS} runs after one discarded warm-up run per data set (page cache warm).",
