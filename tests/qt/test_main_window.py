@@ -461,3 +461,32 @@ def test_every_view_is_fitted_to_its_image_after_opening(qtbot, window: MainWind
         assert x0 <= rect.left() + 1e-6 and rect.right() <= x1 + 1e-6, name
         assert y0 <= rect.top() + 1e-6 and rect.bottom() <= y1 + 1e-6, name
         assert (x1 - x0) < 3 * rect.width() or (y1 - y0) < 3 * rect.height(), name  # fitted, not lost in space
+
+
+def test_other_slices_are_read_after_the_middle_one_is_shown(qtbot, window: MainWindow, lung1_series: Path,
+                                                             monkeypatch) -> None:
+    """The loader shows the middle slice first and reads the rest once the window has drawn it: read beside
+    that event-loop turn, the reading threads' turns at the GIL stretched it past 50 ms."""
+    from medview.io.dicom import load
+
+    events: list[tuple[str, int]] = []  # list.append is atomic: the reading threads and the GUI share it
+    original = load._NativeReader.read
+
+    def read(self, z, rec) -> None:
+        events.append(("read", z))
+        original(self, z, rec)
+
+    monkeypatch.setattr(load._NativeReader, "read", read)
+
+    def on_volume() -> None:
+        if window.state.loading and not any(kind == "shown" for kind, _ in events):
+            events.append(("shown", 0))
+
+    window.state.subscribe("volume", on_volume)
+    volume = _open(qtbot, window, lung1_series)  # uncompressed: read by threads of this process
+    n = volume.array.shape[0]
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("shown") == 1 and kinds.count("read") == n, kinds
+    shown_at = kinds.index("shown")
+    assert shown_at == 1 and events[0] == ("read", n // 2), events[:4]  # the middle slice, then shown
+    assert sorted(z for kind, z in events if kind == "read") == list(range(n))
