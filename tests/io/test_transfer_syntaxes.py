@@ -298,3 +298,44 @@ def test_fork_server_workers_decode_without_download_helpers(monkeypatch, transc
         assert "medview.io.dicom.worker_imports" not in sys.modules  # medview's own process keeps requests
     finally:
         parallel.shutdown()
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_end_when_medview_dies(method: str) -> None:
+    """A crash (here ``os._exit``) of the process that started the decode workers must not leave them
+    behind: a forked worker holds both ends of the pool's pipes and used to wait for work forever."""
+    import os
+    import time
+
+    code = f"""
+import os, sys
+from medview.io.dicom import parallel
+if {method == "forkserver"}:
+    parallel.prefer_forkserver()
+parallel.warm_up()
+pool = parallel.process_pool()
+pids = sorted(set(pool.submit(os.getpid).result() for _ in range(8)))
+assert parallel.start_method() == {method!r}, parallel.start_method()
+print(" ".join(map(str, pids)), flush=True)
+os._exit(9)
+"""
+    env = {**os.environ, "MEDVIEW_WORKERS": "2"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 9, done.stderr
+    pids = [int(p) for p in done.stdout.split()]
+    assert pids and os.getpid() not in pids
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ")[1][0] != "Z"  # a zombie has ended
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10.0
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if alive(p)]
+    for p in left:  # do not leave them to the next test either
+        os.kill(p, 9)
+    assert not left, f"workers {left} outlived the process that started them"

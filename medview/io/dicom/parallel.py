@@ -19,6 +19,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -29,6 +30,7 @@ _WARMING: threading.Thread | None = None
 _LOCK = threading.Lock()
 
 PoolFailure = (BrokenProcessPool, OSError, RuntimeError)
+PARENT_CHECK_S = 1.0  # how often a worker checks that the process owning the pool is still there
 # what the fork server imports once for all its workers, in this order (worker_imports first: it keeps
 # pydicom's download helpers out of them)
 FORKSERVER_PRELOAD = ["medview.io.dicom.worker_imports", "medview.io.dicom.headers", "medview.io.dicom.decode"]
@@ -49,10 +51,44 @@ def pool_available() -> bool:
     return not _DISABLED and worker_count() > 1
 
 
-def _lower_priority() -> None:
-    """Workers yield the CPU to the process that started them: the GUI stays fluid while they decode."""
+def _init_worker(owner: int) -> None:
+    """Each worker at its start: yield the CPU to the process that owns the pool (the GUI stays fluid while
+    workers decode), and end when that process ends, however it ends."""
     with contextlib.suppress(OSError):  # not permitted: run at normal priority
         os.nice(10)
+    _end_with(owner)
+
+
+def _end_with(owner: int) -> None:
+    """End this worker once the process ``owner`` (medview, which owns the pool) is gone.
+
+    A worker holds both ends of the pool's pipes, and a fork server's worker keeps the fork server alive
+    (and the fork server it), so after a crash or ``os._exit`` of medview the workers would wait for work
+    forever (found as orphaned workers after a crash test).  Linux: the owner's start time is polled, so a
+    reused process id is not taken for it; elsewhere workers end with the pool, as before."""
+    started = _start_time(owner)
+    if started is None:
+        if os.path.exists(f"/proc/{os.getpid()}/stat"):
+            os._exit(0)  # the owner died before this worker started
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            if _start_time(owner) != started:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="medview-owner-watch", daemon=True).start()
+
+
+def _start_time(pid: int) -> bytes | None:
+    """Start time of a running (not zombie) process from /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # the name in parentheses may contain spaces
+    except (OSError, IndexError):
+        return None
+    return None if len(fields) < 20 or fields[0] in (b"Z", b"X") else fields[19]  # state, ..., starttime
 
 
 def prefer_forkserver() -> None:
@@ -73,7 +109,8 @@ def process_pool() -> ProcessPoolExecutor:
             else:
                 ctx = mp.get_context("forkserver")
                 ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
-            _POOL = ProcessPoolExecutor(max_workers=worker_count(), mp_context=ctx, initializer=_lower_priority)
+            _POOL = ProcessPoolExecutor(max_workers=worker_count(), mp_context=ctx, initializer=_init_worker,
+                                        initargs=(os.getpid(),))
         return _POOL
 
 
