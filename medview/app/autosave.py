@@ -39,6 +39,7 @@ from medview.app.history import History, HistorySnapshot, history_path_for
 from medview.core.errors import MedviewError
 from medview.core.geometry import Geometry
 from medview.core.labels import Label, LabelMap
+from medview.core.processes import is_running, process_started
 from medview.io.atomic import atomic_copy, atomic_path, atomic_write_text, remove_partials
 from medview.io.writers import check_output_path, write_image
 
@@ -61,28 +62,6 @@ def recovery_dir() -> Path:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _process_started(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except (psutil.Error, OSError):
-        return None
-
-
-def _is_running(pid: int, started: float | None) -> bool:
-    """True when the process that wrote a manifest still runs (same pid *and* start time: pids are reused)."""
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(process.create_time() - started) < 1.0
-    except (psutil.Error, OSError):
-        return False
 
 
 def _safe_key(key: str) -> str:
@@ -226,7 +205,7 @@ class AutosaveSession:
     def _write_manifest(self) -> None:
         manifest = {
             "format": _FORMAT, "session": self.session_id, "pid": os.getpid(),
-            "process_started": _process_started(os.getpid()), "host": socket.gethostname(),
+            "process_started": process_started(os.getpid()), "host": socket.gethostname(),
             "started_at": self._started, "updated_at": _now(), "entries": self._entries,
         }
         atomic_write_text(self.folder / MANIFEST_NAME, json.dumps(manifest, indent=1))
@@ -259,7 +238,7 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
 def _session_alive(manifest: dict[str, Any]) -> bool:
     if manifest.get("host") not in (None, socket.gethostname()):
         return False  # another machine sharing this folder: it cannot be checked, so offer it
-    return _is_running(int(manifest.get("pid", -1)), manifest.get("process_started"))
+    return is_running(int(manifest.get("pid", -1)), manifest.get("process_started"))
 
 
 def _tidy(folder: Path, manifest: dict[str, Any]) -> None:

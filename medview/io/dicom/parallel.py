@@ -23,6 +23,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from medview.core.processes import is_running, process_started
+
 _POOL: ProcessPoolExecutor | None = None
 _DISABLED = False
 _FORKSERVER_ONLY = False
@@ -64,31 +66,19 @@ def _end_with(owner: int) -> None:
 
     A worker holds both ends of the pool's pipes, and a fork server's worker keeps the fork server alive
     (and the fork server it), so after a crash or ``os._exit`` of medview the workers would wait for work
-    forever (found as orphaned workers after a crash test).  Linux: the owner's start time is polled, so a
-    reused process id is not taken for it; elsewhere workers end with the pool, as before."""
-    started = _start_time(owner)
+    forever (found as orphaned workers after a crash test).  The owner's start time is checked too, so a
+    reused process id is not taken for it."""
+    started = process_started(owner)
     if started is None:
-        if os.path.exists(f"/proc/{os.getpid()}/stat"):
-            os._exit(0)  # the owner died before this worker started
-        return
+        os._exit(0)  # the owner died before this worker started
 
     def watch() -> None:
         while True:
             time.sleep(PARENT_CHECK_S)
-            if _start_time(owner) != started:
+            if not is_running(owner, started):
                 os._exit(0)
 
     threading.Thread(target=watch, name="medview-owner-watch", daemon=True).start()
-
-
-def _start_time(pid: int) -> bytes | None:
-    """Start time of a running (not zombie) process from /proc, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()  # the name in parentheses may contain spaces
-    except (OSError, IndexError):
-        return None
-    return None if len(fields) < 20 or fields[0] in (b"Z", b"X") else fields[19]  # state, ..., starttime
 
 
 def prefer_forkserver() -> None:
