@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
 from medview.algorithms.reslice import slice_index_for
@@ -171,7 +171,7 @@ def _reference_crosshair(view):
     from PySide6.QtCore import QLineF, QPointF
 
     def paint(painter, w, h) -> None:
-        t = view._view_to_device()
+        t = view.view_box.childGroup.deviceTransform(view.graphics.viewportTransform())  # not the view's kept one
         for line in view.lines.values():
             a = np.radians(line.angle)
             p0, p1 = t.map(line.pos), t.map(line.pos + QPointF(float(np.cos(a)), float(np.sin(a))))
@@ -205,3 +205,133 @@ def test_crosshair_pixels_are_those_of_qt_lines(qtbot, window: MainWindow, chest
                 assert np.array_equal(ours, reference), (name, rotated, t)
                 compared += 1
     assert compared >= 12
+
+
+def test_crosshair_follows_zoom_pan_resize_and_layout(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    """After each zoom, pan, window resize and layout change the crosshair is painted where the cursor is on
+    screen, with the view's current view-to-screen transform."""
+    volume = _open(qtbot, window, chest_ct_sample)
+    g = volume.geometry
+    window.state.set_cursor(g.index_to_world([0.4 * (g.size_xyz[0] - 1), 0.6 * (g.size_xyz[1] - 1),
+                                              0.5 * (g.size_xyz[2] - 1)]))
+    axial = window.grid.views["axial"]
+    steps = [("zoom", lambda: axial.view_box.scaleBy((0.5, 0.5))),
+             ("pan", lambda: axial.view_box.translateBy(x=17.3, y=-9.1)),
+             ("resize", lambda: window.resize(window.width() - 137, window.height() - 61)),
+             ("layout", lambda: window.set_layout("1x1")),
+             ("zoom again", lambda: axial.view_box.scaleBy((1.7, 1.7))),
+             ("layout back", lambda: window.set_layout("1x3"))]
+    checked = 0
+    for what, step in steps:
+        step()
+        qtbot.wait(20)
+        for name, view in window.grid.views.items():
+            if not view.isVisible() or view.plane is None:
+                continue
+            view.graphics.viewport().repaint()  # a paint, as the screen would get one
+            fresh = view.view_box.childGroup.deviceTransform(view.graphics.viewportTransform())
+            assert view._view_to_device() == fresh, (what, name)
+            pixels = _crosshair_pixels(view, view._paint_crosshair)
+            at = fresh.map(view.world_to_view(window.state.cursor))  # world_to_widget rounds to whole pixels
+            h, w = pixels.shape
+            row, col = int(np.floor(at.y())), int(np.floor(at.x()))
+            if 0 <= row < h:
+                assert np.count_nonzero(pixels[row]) == w, (what, name)
+            if 0 <= col < w:
+                assert np.count_nonzero(pixels[:, col]) == h, (what, name)
+            assert np.count_nonzero(pixels) <= 2 * (w + h), (what, name)  # two lines, nothing left behind
+            checked += 1
+    assert checked >= 12
+
+
+def _on_screen(window: MainWindow) -> dict[str, np.ndarray]:
+    """Each visible view's pixels as the window's backing store holds them: what the views painted, frame
+    after frame, where they asked for a repaint (the offscreen platform grabs its backing store)."""
+    image = window.screen().grabWindow(window.winId()).toImage()
+    from PySide6.QtGui import QImage
+
+    image = image.convertToFormat(QImage.Format.Format_RGB32)
+    rows = np.frombuffer(image.constBits(), np.uint32, image.sizeInBytes() // 4).reshape(image.height(), -1)
+    out = {}
+    for name, view in window.grid.views.items():
+        vp = view.graphics.viewport()
+        if not view.isVisible():
+            continue
+        at = vp.mapTo(window, vp.rect().topLeft())
+        out[name] = rows[at.y():at.y() + vp.height(), at.x():at.x() + vp.width()].copy()
+    return out
+
+
+def test_the_screen_shows_what_a_fresh_repaint_shows(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    """After each step a reader could take, what is on screen (the window's backing store, painted by the event
+    loop from the views' own update requests) must be what painting every view afresh gives: no old
+    crosshair line, slice, slice number or measurement left behind by a change that asked for no repaint."""
+    from medview.app.measurements import Measurement
+    from medview.core.volume import WindowPreset
+
+    volume = _open(qtbot, window, chest_ct_sample)
+    qtbot.waitUntil(lambda: window.state.labels is not None, timeout=10_000)
+    g = volume.geometry
+    nx, ny, nz = g.size_xyz
+    state = window.state
+    axial = window.grid.views["axial"]
+    vp = axial.graphics.viewport()
+
+    def cursor(fx: float, fy: float, fz: float) -> None:
+        state.set_cursor(g.index_to_world([fx * (nx - 1), fy * (ny - 1), fz * (nz - 1)]))
+
+    def mouse_drag() -> None:
+        window.set_tool("crosshair")
+        start = vp.rect().center()
+        QTest.mousePress(vp, Qt.MouseButton.LeftButton, pos=start)
+        for d in range(3, 40, 3):
+            qtbot.wait(12)
+            QTest.mouseMove(vp, start + QPoint(d, -d // 2))
+        QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=start + QPoint(39, -19))
+
+    def distance() -> None:
+        a = g.index_to_world([0.3 * nx, 0.3 * ny, state_index_z()])
+        b = g.index_to_world([0.6 * nx, 0.5 * ny, state_index_z()])
+        steps_state["m"] = state.add_measurement(Measurement("distance", [a, b], view="axial",
+                                                             plane=axial.plane))
+
+    def state_index_z() -> float:
+        return float(np.rint(g.world_to_index(state.cursor))[2])
+
+    steps_state: dict = {}
+    steps = [
+        ("crosshair x and y", lambda: cursor(0.3, 0.6, 0.5)),
+        ("crosshair x only", lambda: cursor(0.55, 0.6, 0.5)),
+        ("crosshair y only", lambda: cursor(0.55, 0.35, 0.5)),
+        ("crosshair z (axial slice)", lambda: cursor(0.55, 0.35, 0.8)),
+        ("two moves in one turn", lambda: (cursor(0.2, 0.2, 0.4), cursor(0.7, 0.75, 0.45))),
+        ("mouse drag", mouse_drag),
+        ("window/level", lambda: state.set_window(WindowPreset(40.0, 400.0, "Mediastinum"))),
+        ("scroll", lambda: state.scroll("coronal", 5)),
+        ("label outline", lambda: state.set_label_outline(True)),
+        ("hide identifiers", lambda: state.set_hide_phi(True)),
+        ("measurement", distance),
+        ("measurement removed", lambda: state.remove_measurement(steps_state["m"])),
+        ("zoom", lambda: axial.view_box.scaleBy((0.6, 0.6))),
+        ("pan", lambda: axial.view_box.translateBy(x=23.0, y=-11.0)),
+        ("crosshair after zoom", lambda: cursor(0.45, 0.5, 0.5)),
+        ("turned", lambda: state.rotate("axial", 25.0)),
+        ("crosshair while turned", lambda: cursor(0.5, 0.45, 0.5)),
+        ("turned back", lambda: state.rotate("axial", -25.0)),
+        ("crosshair after turning back", lambda: cursor(0.35, 0.55, 0.5)),
+    ]
+    compared = 0
+    for what, step in steps:
+        step()
+        for _ in range(3):
+            qtbot.wait(15)  # the event loop paints what was asked for
+        shown = _on_screen(window)
+        for view in window.grid.views.values():
+            view.graphics.viewport().repaint()  # every pixel painted afresh
+        fresh = _on_screen(window)
+        assert shown.keys() == fresh.keys() and len(shown) == 3
+        for name in shown:
+            differ = int(np.count_nonzero(shown[name] != fresh[name]))
+            assert differ == 0, (what, name, differ)
+            compared += 1
+    assert compared == 3 * len(steps)
