@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from medview.core.errors import MedviewError
 from medview.core.geometry import Geometry
+from medview.core.tasks import TaskContext, report
 
 __all__ = ["VIEW_FRAMES", "Plane", "is_index_aligned", "orientation_letters", "reslice", "slice_index_for",
            "step_mm", "view_plane"]
@@ -248,6 +249,37 @@ def step_mm(geometry: Geometry, plane: Plane) -> float:
     d = geometry.direction_matrix
     axis = _axis_of(d, plane.normal())
     return float(geometry.spacing[axis[0]]) if axis is not None else float(min(geometry.spacing))
+
+
+def aligned_normal_axis(geometry: Geometry, plane: Plane) -> int | None:
+    """The index axis (0 = x, 1 = y, 2 = z) along the normal of an index-aligned plane; None for other planes."""
+    axes = _plane_axes(geometry, plane)
+    return None if axes is None else int(axes[4])
+
+
+X_MAJOR_CHUNK_BYTES = 4 << 20
+
+
+def x_major(array: np.ndarray, task: TaskContext | None = None) -> np.ndarray:
+    """``array`` (``(z, y, x)`` or ``(z, y, x, c)``) copied with the index x axis slowest in memory, returned
+    with the same axes (a transposed view of the copy): equal to ``array`` everywhere, as :func:`reslice`
+    reads it.
+
+    A plane across x (the sagittal view of an axial series) reads one sample per row from a ``(z, y, x)``
+    array, each in its own cache line and the rows' pages far apart (about 0.3 ms a slice for a
+    512 x 512 x 48 CT, a tenth of a crosshair frame); from this copy it is one contiguous block.  Copied a
+    chunk of x at a time, so that ``task`` can cancel it in between.
+    """
+    if array.ndim not in (3, 4):
+        raise MedviewError(f"a volume needs 3 or 4 axes, got shape {array.shape}")
+    nz, ny, nx = array.shape[:3]
+    out = np.empty((nx, nz, ny, *array.shape[3:]), dtype=array.dtype)
+    per_x = max(out[0].nbytes, 1)
+    step = max(1, X_MAJOR_CHUNK_BYTES // per_x)
+    for i in range(0, nx, step):
+        report(task, i / nx, "Preparing sagittal slices")
+        np.copyto(out[i:i + step], np.moveaxis(array[:, :, i:i + step], 2, 0))
+    return np.moveaxis(out, 0, 2)
 
 
 def slice_index_for(geometry: Geometry, plane: Plane) -> int | None:

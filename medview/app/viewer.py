@@ -14,9 +14,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import psutil
 
 from medview.algorithms.label_edit import Edit
-from medview.algorithms.reslice import VIEW_FRAMES, Plane, step_mm, view_plane
+from medview.algorithms.reslice import VIEW_FRAMES, Plane, aligned_normal_axis, step_mm, view_plane
 from medview.app.history import Change, History
 from medview.app.measurements import Measurement, MeasurementList
 from medview.app.replay import StepLog, features_step, step_of
@@ -28,6 +29,8 @@ from medview.core.volume import Volume, WindowPreset
 VIEWS = ("axial", "coronal", "sagittal")
 SLAB_MODES = ("mean", "mip", "minip")
 COLORMAPS = ("grey", "viridis", "inferno", "magma", "plasma", "cividis")
+X_MAJOR_ARRAYS = ("volume", "labels")  # the arrays the views read planes from, by the event that changes them
+X_MAJOR_MEMORY_SHARE = 0.25  # an x-major copy is made only if it takes at most this share of the free memory
 
 
 @lru_cache(maxsize=1)
@@ -87,6 +90,10 @@ class ViewerState:
     _view_normals: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
     _fill: dict[int, float] = field(default_factory=dict, repr=False)
     _oblique: bool = field(default=False, repr=False)
+    # x-major copies of the volume's and the labels' arrays (reslice.x_major), made in the background: planes
+    # across x (sagittal) are read from them.  Any "volume" / "labels" event drops the copy of that array.
+    _x_major: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _array_serial: dict[str, int] = field(default_factory=lambda: dict.fromkeys(X_MAJOR_ARRAYS, 0), repr=False)
 
     # -- events ---------------------------------------------------------------------------------
     def subscribe(self, event: str, callback: Callable[..., None]) -> None:
@@ -97,8 +104,48 @@ class ViewerState:
             self._listeners[event].remove(callback)
 
     def emit(self, event: str, *args: Any) -> None:
+        if event in self._array_serial:  # the array may have changed (also in place): its copy is stale
+            self._array_serial[event] += 1
+            self._x_major.pop(event, None)
         for callback in list(self._listeners[event]):
             callback(*args)
+
+    # -- arrays the views read planes from --------------------------------------------------------
+    def _shown_array(self, kind: str) -> tuple[np.ndarray, Any] | tuple[None, None]:
+        """``(array, geometry)`` of ``"volume"`` or ``"labels"``."""
+        if kind not in self._array_serial:
+            raise ValueError(f"no array {kind!r}; one of {X_MAJOR_ARRAYS}")
+        shown = self.volume if kind == "volume" else self.labels
+        return (None, None) if shown is None else (shown.array, shown.geometry)
+
+    def slice_array(self, kind: str, plane: Plane) -> np.ndarray | None:
+        """The array to cut ``plane`` from for ``kind`` (``"volume"`` or ``"labels"``): its x-major copy when
+        the plane lies across x and a copy is ready, else the array itself (the same samples either way)."""
+        array, geometry = self._shown_array(kind)
+        kept = self._x_major.get(kind)
+        if kept is not None and kept[0] is array and aligned_normal_axis(geometry, plane) == 0:
+            return kept[1]
+        return array
+
+    def x_major_wanted(self, kind: str) -> tuple[np.ndarray, int] | None:
+        """``(array, serial)`` to copy with :func:`medview.algorithms.reslice.x_major` in the background, or
+        None: no copy needed (no array, a copy kept, a series still loading, a single column) or room for it
+        (more than ``X_MAJOR_MEMORY_SHARE`` of the free memory)."""
+        array, _ = self._shown_array(kind)
+        if array is None or self.loading or kind in self._x_major or array.shape[2] < 2:
+            return None
+        if array.nbytes > X_MAJOR_MEMORY_SHARE * psutil.virtual_memory().available:
+            return None
+        return array, self._array_serial[kind]
+
+    def set_x_major(self, kind: str, source: np.ndarray, serial: int, copy: np.ndarray) -> bool:
+        """Keep ``copy`` (made from ``source`` when ``x_major_wanted`` gave ``serial``) if ``source`` is still
+        the shown array and no event has changed it since; True when kept."""
+        array, _ = self._shown_array(kind)
+        if source is not array or serial != self._array_serial[kind] or copy.shape != array.shape:
+            return False
+        self._x_major[kind] = (source, copy)
+        return True
 
     # -- volume ---------------------------------------------------------------------------------
     def set_volume(self, volume: Volume, keep_view: bool = False, loading: bool = False,

@@ -8,19 +8,23 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+import medview.algorithms.reslice as reslice_module
 from medview.algorithms.reslice import (
     VIEW_FRAMES,
     Plane,
     _reslice_sampled,
+    aligned_normal_axis,
     is_index_aligned,
     orientation_letters,
     reslice,
     slice_index_for,
     step_mm,
     view_plane,
+    x_major,
 )
-from medview.core.errors import MedviewError
+from medview.core.errors import CancelledError, MedviewError
 from medview.core.geometry import Geometry
+from medview.core.tasks import TaskContext
 from tests.conftest import shared_case
 
 SHAPE = (7, 9, 11)  # (z, y, x): every axis a different length, so a transposition cannot go unnoticed
@@ -334,3 +338,52 @@ def test_real_brain_mr_with_flipped_rows_reslices_by_indexing() -> None:
         expected = sitk_reslice(arr, g, plane, 0.0)
         assert resliced.dtype == arr.dtype
         np.testing.assert_allclose(resliced, expected, atol=1e-3)
+
+
+# -- x-major copies ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("shape", "dtype", "chunk"), [((7, 9, 11), np.int16, 3 * 7 * 9 * 2 + 5),
+                                                       ((5, 6, 13), np.uint8, 1 << 20),
+                                                       ((4, 5, 6, 3), np.uint8, 2 * 4 * 5 * 3),
+                                                       ((3, 4, 1), np.float32, 1)])
+def test_x_major_copy_holds_the_same_samples_with_x_slowest(monkeypatch, shape, dtype, chunk) -> None:
+    """Equal to the array everywhere (also across chunk boundaries and a last, shorter chunk), and a plane
+    across x is one contiguous block of it."""
+    monkeypatch.setattr(reslice_module, "X_MAJOR_CHUNK_BYTES", chunk)
+    a = (np.arange(np.prod(shape)) % 251).astype(dtype).reshape(shape)
+    copy = x_major(a)
+    assert copy.shape == a.shape and copy.dtype == a.dtype and np.array_equal(copy, a)
+    assert not np.shares_memory(copy, a)
+    for k in range(shape[2]):
+        assert np.moveaxis(copy, 2, 0)[k].flags.c_contiguous  # the (z, y[, c]) plane at x = k
+    assert copy.strides[2] == int(np.prod(shape[:2])) * int(np.prod(shape[3:])) * a.itemsize
+
+
+def test_x_major_copy_can_be_cancelled_and_refuses_other_shapes() -> None:
+    task = TaskContext()
+    task.token.cancel()
+    with pytest.raises(CancelledError):
+        x_major(np.zeros((4, 4, 4), np.int16), task=task)
+    with pytest.raises(MedviewError):
+        x_major(np.zeros((4, 4), np.int16))
+
+
+def test_planes_cut_from_the_x_major_copy_equal_those_from_the_array() -> None:
+    """What the sagittal view reads from the copy is what it would read from the volume: single slices,
+    thick slabs, and planes that are not index-aligned (sampled)."""
+    rng = np.random.default_rng(3)
+    g = Geometry((12, 20, 24), (0.7, 0.9, 2.0), (-10.0, 5.0, 30.0))
+    a = rng.integers(-1000, 2000, g.shape).astype(np.int16)
+    copy = x_major(a)
+    centre = center_of(g)
+    checked = {0: 0, None: 0}
+    for view, rotation in (("sagittal", None), ("coronal", None), ("axial", None), ("sagittal", _rot_z(17))):
+        plane = view_plane(g, view, centre, rotation)
+        axis = aligned_normal_axis(g, plane)
+        assert axis == {"sagittal": 0, "coronal": 1, "axial": 2}[view] if rotation is None else axis is None
+        for slab_mm, mode in ((0.0, "mean"), (3.0, "mip"), (3.0, "mean"), (5.0, "minip")):
+            expected = reslice(a, g, plane, slab_mm=slab_mm, mode=mode, fill=-1000)
+            got = reslice(copy, g, plane, slab_mm=slab_mm, mode=mode, fill=-1000)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected), (view, rotation, slab_mm, mode)
+        if axis in checked:
+            checked[axis] += 1
+    assert checked == {0: 1, None: 1}

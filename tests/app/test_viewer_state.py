@@ -131,3 +131,45 @@ def test_image_layers_sit_beside_the_study_on_its_grid() -> None:
         s.add_layer("elsewhere", other)
     s.set_volume(_volume())  # a new study: its own layers only
     assert len(s.layers) == 1
+
+
+def test_planes_across_x_are_read_from_a_kept_x_major_copy_until_the_array_changes(monkeypatch) -> None:
+    """The state hands out the x-major copy for planes across x only, and only while the array it was made
+    from is shown and no event has changed it since; a copy made before a change is refused."""
+    import medview.app.viewer as viewer
+    from medview.algorithms.reslice import x_major
+
+    s = ViewerState()
+    v = _volume()
+    s.set_volume(v)
+    s.set_labels(LabelMap((v.array > 40).astype(np.uint8), v.geometry))
+    planes = {name: s.plane(name) for name in VIEWS}
+    for kind, shown in (("volume", lambda: s.volume.array), ("labels", lambda: s.labels.array)):
+        wanted = s.x_major_wanted(kind)
+        assert wanted is not None and wanted[0] is shown()
+        source, serial = wanted
+        copy = x_major(source)
+        assert s.set_x_major(kind, source, serial, copy)
+        assert s.x_major_wanted(kind) is None  # kept: nothing more to make
+        assert s.slice_array(kind, planes["sagittal"]) is copy
+        assert s.slice_array(kind, planes["axial"]) is shown() and s.slice_array(kind, planes["coronal"]) is shown()
+        s.rotate("axial", 20.0)  # turns the sagittal plane: an oblique plane is sampled from the array
+        assert s.plane("sagittal") != planes["sagittal"]
+        assert s.slice_array(kind, s.plane("sagittal")) is shown()
+        s.rotate("axial", -20.0)
+        s.emit(kind)  # e.g. an edit in place: the copy is stale
+        assert s.slice_array(kind, planes["sagittal"]) is shown()
+        assert not s.set_x_major(kind, source, serial, copy)  # made before the change
+        source, serial = s.x_major_wanted(kind)
+        assert s.set_x_major(kind, source, serial, x_major(source))
+    old = s.volume.array
+    s.set_volume(_volume())  # another study: the copy of the old array is not kept nor taken
+    assert s.slice_array("volume", s.plane("sagittal")) is s.volume.array
+    assert not s.set_x_major("volume", old, s.x_major_wanted("volume")[1], x_major(old))
+    s.loading = True
+    assert s.x_major_wanted("volume") is None  # slices still arriving
+    s.loading = False
+    monkeypatch.setattr(viewer, "X_MAJOR_MEMORY_SHARE", 0.0)
+    assert s.x_major_wanted("volume") is None  # no room for a copy
+    with pytest.raises(ValueError):
+        s.slice_array("mask", planes["axial"])

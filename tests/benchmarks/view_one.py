@@ -161,9 +161,11 @@ def jobs_idle() -> bool:
 
 
 def settle(app) -> None:
-    """Let background jobs (histogram, thumbnails, label import) finish, then idle a little."""
+    """Let background jobs (histogram, thumbnails, label import, the arrays' x-major copies) finish, idle a
+    little, and let any job that started meanwhile (the copies start after a short delay) finish too."""
     spin(app, jobs_idle, timeout_s=60.0)
     spin(app, min_s=SETTLE_S)
+    spin(app, jobs_idle, timeout_s=60.0)
 
 
 def scratch_dir() -> str:

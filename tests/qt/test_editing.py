@@ -201,3 +201,57 @@ def test_history_survives_saving_closing_and_reopening(qtbot, window: MainWindow
     assert window.state.history.can_undo
     window.editing.undo()
     np.testing.assert_array_equal(window.state.labels.array, original)
+
+
+def test_sagittal_view_reads_x_major_copies_and_shows_edits_at_once(qtbot, window: MainWindow,
+                                                                    chest_ct_sample: Path) -> None:
+    """Once the series is loaded the window makes x-major copies of the volume and the labels in workers; the
+    sagittal view reads its slices from them and shows the same pixels as from the arrays.  A brush stroke (in
+    place, in the axial view) is on the sagittal slice at once, and the copies made after it hold it."""
+    from PySide6.QtCore import QThreadPool
+
+    from medview.algorithms.reslice import reslice
+    from medview.app.editing import BrushSettings, Stroke
+
+    volume = _open(qtbot, window, chest_ct_sample)
+    g = volume.geometry
+    state = window.state
+    sagittal = window.grid.views["sagittal"]
+
+    def copies_made() -> bool:
+        plane = sagittal.plane
+        return (state.slice_array("volume", plane) is not state.volume.array
+                and state.slice_array("labels", plane) is not state.labels.array)
+
+    qtbot.waitUntil(copies_made, timeout=30_000)
+    assert state.slice_array("volume", window.grid.views["axial"].plane) is state.volume.array
+
+    def shown_matches_arrays() -> None:
+        plane = sagittal.plane
+        np.testing.assert_array_equal(sagittal.image_data, reslice(state.volume.array, g, plane))
+        labels = reslice(state.labels.array, g, plane, order=0, fill=0)
+        shown = sagittal.shown_labels()
+        drawn = np.zeros(labels.shape, bool) if shown is None else shown[..., 3] > 0
+        visible = {e.value for e in state.labels.labels if e.visible and e.opacity > 0}
+        np.testing.assert_array_equal(drawn, np.isin(labels, list(visible)))
+
+    z, y, x = (int(np.median(a)) for a in np.nonzero(state.labels.array))  # in the tumour
+    for column in (int(0.35 * g.size_xyz[0]), int(0.62 * g.size_xyz[0]), x):  # sagittal slices beside and through it
+        state.set_cursor(g.index_to_world([column, y, z]))
+        shown_matches_arrays()
+    assert sagittal.shown_labels() is not None  # the tumour is on the last one
+
+    state.add_label("Drawn")
+    qtbot.waitUntil(copies_made, timeout=30_000)
+    stroke = Stroke(state, BrushSettings(radius_mm=5.0), "axial")
+    stroke.add(g.index_to_world([x, 120, z]))  # a disc on the axial slice, cut by the sagittal plane at x
+    stroke.finish()
+    assert (state.labels.array[z, :, x] == state.active_label).sum() > 3
+    assert state.slice_array("labels", sagittal.plane) is state.labels.array  # the old copy is gone
+    shown_matches_arrays()
+    qtbot.waitUntil(copies_made, timeout=30_000)  # a new copy, made after the stroke
+    copy = state.slice_array("labels", sagittal.plane)
+    np.testing.assert_array_equal(copy, state.labels.array)
+    sagittal._draw_labels()  # drawn again from the new copy
+    shown_matches_arrays()
+    QThreadPool.globalInstance().waitForDone(30_000)

@@ -307,7 +307,7 @@ class SliceView(QWidget):
         if plane != self.plane or self.image_data is None:
             self.plane = plane
             aligned = is_index_aligned(volume.geometry, plane)
-            data = reslice(volume.array, volume.geometry, plane, slab_mm=self.state.slab_mm,
+            data = reslice(self.state.slice_array("volume", plane), volume.geometry, plane, slab_mm=self.state.slab_mm,
                            mode=self.state.slab_mode, fill=None if aligned else self.state.fill_value())
             self.image_data = data
             su, sv = plane.spacing
@@ -550,7 +550,8 @@ class SliceView(QWidget):
         if labels is None or self.plane is None or self.state.volume is None or self.image_data is None:
             return None
         # one contiguous copy: a sagittal cut is a strided view, and it is read two or three times below
-        lab = np.ascontiguousarray(reslice(labels.array, labels.geometry, self.plane, order=0, fill=0))
+        lab = np.ascontiguousarray(reslice(self.state.slice_array("labels", self.plane), labels.geometry, self.plane,
+                                           order=0, fill=0))
         if lab.dtype.kind == "f":
             lab = np.rint(lab).astype(np.int32)
         outline = self.state.label_display.outline

@@ -6,13 +6,16 @@ second, which a user who only reads slices never pays) and lives until :meth:`Vi
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 
-from medview.app.viewer import VIEWS, ViewerState
+from medview.algorithms.reslice import x_major
+from medview.app.viewer import VIEWS, X_MAJOR_ARRAYS, ViewerState
 from medview.qt.views.slice_view import SliceView
+from medview.qt.workers import Worker, start
 
 LAYOUTS = ("1x1", "1x3", "2x2", "3d")
+X_MAJOR_DELAY_MS = 150  # after the last change to an array (a brush stroke changes it many times a second)
 
 
 class ViewGrid(QWidget):
@@ -36,6 +39,14 @@ class ViewGrid(QWidget):
         for view in self.views.values():
             view.activated.connect(self.set_active)
         self.set_layout("1x3")
+        # the arrays' x-major copies, made in workers once the arrays stop changing: the sagittal view reads them
+        self._x_major_jobs: dict[str, Worker] = {}
+        self._x_major_timer = QTimer(self)
+        self._x_major_timer.setSingleShot(True)
+        self._x_major_timer.setInterval(X_MAJOR_DELAY_MS)
+        self._x_major_timer.timeout.connect(self._copy_arrays)
+        for kind in X_MAJOR_ARRAYS:
+            state.subscribe(kind, lambda kind=kind: self._array_changed(kind))
 
     def set_active(self, view: str) -> None:
         self.active = view
@@ -101,5 +112,28 @@ class ViewGrid(QWidget):
         if self.view_3d is not None and self.view_3d.isVisible():
             self.view_3d.request_render()
 
+    def _array_changed(self, kind: str) -> None:
+        job = self._x_major_jobs.pop(kind, None)
+        if job is not None and not job.done:
+            job.cancel()  # of an array that is gone or changed: the state would not keep it
+        self._x_major_timer.start()
+
+    def _copy_arrays(self) -> None:
+        """Start the x-major copies the state wants (see ``ViewerState.x_major_wanted``)."""
+        for kind in X_MAJOR_ARRAYS:
+            running = self._x_major_jobs.get(kind)
+            wanted = self.state.x_major_wanted(kind)
+            if wanted is None or (running is not None and not running.done):
+                continue
+            source, serial = wanted
+            worker = Worker(x_major, source)
+            worker.signals.finished.connect(
+                lambda copy, kind=kind, source=source, serial=serial: self.state.set_x_major(kind, source, serial,
+                                                                                           copy))
+            self._x_major_jobs[kind] = start(worker)
+
     def shutdown(self) -> None:
+        self._x_major_timer.stop()
+        for job in self._x_major_jobs.values():
+            job.cancel()
         self.close_3d()
