@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections import OrderedDict
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 
-_BLOCKS: dict[tuple, QImage] = {}  # pre-rendered lines, letters and scale bars (text and shadow)
+# pre-rendered lines, letters and scale bars (text and shadow), least recently used first: a crosshair drag
+# makes two new lines in two views per frame (the slice's number and position), and dragging back over the
+# same slices finds them here.  A 16-character line is about 7 KB.
+_BLOCKS: OrderedDict[tuple, QImage] = OrderedDict()
+BLOCKS_KEPT = 2048
 SHADOW = QColor(0, 0, 0, 200)
 LIGHT = QColor(230, 230, 230)
 LETTER = QColor(255, 210, 90)
@@ -61,10 +66,12 @@ class OverlayLayer:
         ``draw(painter)`` paints it on a transparent image of that logical size."""
         full = (self._font_key, *key, dpr)
         image = self._blocks.get(full)
-        if image is None:
+        if image is not None:
+            self._blocks.move_to_end(full)
+        else:
             width, height, draw = make()
-            if len(self._blocks) > 1024:
-                self._blocks.clear()
+            while len(self._blocks) >= BLOCKS_KEPT:
+                self._blocks.popitem(last=False)
             image = QImage(max(int(np.ceil(width * dpr)), 1), max(int(np.ceil(height * dpr)), 1),
                            QImage.Format.Format_ARGB32_Premultiplied)
             image.setDevicePixelRatio(dpr)
