@@ -335,3 +335,36 @@ def test_the_screen_shows_what_a_fresh_repaint_shows(qtbot, window: MainWindow, 
             assert differ == 0, (what, name, differ)
             compared += 1
     assert compared == 3 * len(steps)
+
+
+def test_slices_changing_every_frame_are_drawn_without_the_pixmap_cache(qtbot, window: MainWindow,
+                                                                       chest_ct_sample: Path) -> None:
+    """While the crosshair is dragged in the axial view, the coronal and sagittal slices change on every frame:
+    they are drawn directly; the axial slice stays and keeps its pixmap.  Once the slices stop changing all
+    three keep a pixmap again, and the pixels are the same either way."""
+    from PySide6.QtWidgets import QGraphicsItem
+
+    cached, direct = QGraphicsItem.CacheMode.DeviceCoordinateCache, QGraphicsItem.CacheMode.NoCache
+    volume = _open(qtbot, window, chest_ct_sample)
+    g = volume.geometry
+    views = window.grid.views
+
+    def repaint_unchanged() -> None:
+        for _ in range(4):
+            for v in views.values():
+                v.graphics.viewport().update()
+            qtbot.wait(15)
+
+    repaint_unchanged()  # the load changed the slices frame by frame; now they stay
+    assert all(v.image.cacheMode() == cached for v in views.values())
+    for t in np.linspace(0.3, 0.6, 8):
+        window.state.set_cursor(g.index_to_world([t * (g.size_xyz[0] - 1), t * (g.size_xyz[1] - 1),
+                                                  0.5 * (g.size_xyz[2] - 1)]))
+        qtbot.wait(15)
+    modes = {name: v.image.cacheMode() for name, v in views.items()}
+    assert modes == {"axial": cached, "coronal": direct, "sagittal": direct}
+    drawn_directly = {name: _on_screen(window)[name] for name in ("coronal", "sagittal")}
+    repaint_unchanged()
+    assert {v.image.cacheMode() for v in views.values()} == {cached}
+    for name, pixels in drawn_directly.items():
+        assert np.array_equal(pixels, _on_screen(window)[name]), name

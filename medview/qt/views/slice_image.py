@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from PySide6.QtCore import QRectF
+from PySide6.QtCore import QRectF, QTimer
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsObject
 
@@ -35,8 +35,12 @@ class SliceImageItem(QGraphicsObject):
         self._label_words: np.ndarray | None = None
         self._label_image: QImage | None = None
         self._base: Callable[[], np.ndarray] | None = None  # the slice without labels, when they are composited
-        # kept as a device-resolution pixmap between changes: a view whose slice did not change (the axial
-        # view while the crosshair is dragged in it) repaints with one unscaled blit instead of two scaled ones
+        # Kept as a device-resolution pixmap between changes: a view whose slice did not change (the axial
+        # view while the crosshair is dragged in it) repaints with one unscaled blit instead of two scaled ones.
+        # When every repaint brings new content (the other two views during that drag, all three during a
+        # window/level drag), the pixmap is a second pass and a new pixmap a frame: the item draws directly
+        # then, and takes the pixmap again once it is repainted unchanged (see _changed and paint).
+        self._paints_since_change = 0
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     # -- content ---------------------------------------------------------------------------------
@@ -63,7 +67,7 @@ class SliceImageItem(QGraphicsObject):
         if rect is not None and rect != self._rect:
             self.prepareGeometryChange()
             self._rect = QRectF(rect)
-        self.update()
+        self._changed()
 
     def set_labels(self, index: np.ndarray | None, rgba: np.ndarray | None = None,
                    words: np.ndarray | None = None) -> None:
@@ -76,7 +80,20 @@ class SliceImageItem(QGraphicsObject):
             self._label_index, self._label_rgba = index, rgba
             self._label_words = np.ascontiguousarray(words, dtype=np.uint32)
             self._label_image = _qimage(self._label_words, QImage.Format.Format_ARGB32_Premultiplied)
+        self._changed()
+
+    def _changed(self) -> None:
+        """New content: repaint.  A change right after the last content was painted once (not twice, nor not
+        yet: the slice and its labels change together) means changes come frame by frame: drawn directly,
+        without the pixmap cache, until they stop."""
+        if self._paints_since_change == 1 and self.cacheMode() != QGraphicsItem.CacheMode.NoCache:
+            self.setCacheMode(QGraphicsItem.CacheMode.NoCache)
+        self._paints_since_change = 0
         self.update()
+
+    def _cache_again(self) -> None:
+        if self._paints_since_change >= 2:  # still unchanged
+            self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     @property
     def has_image(self) -> bool:
@@ -100,6 +117,9 @@ class SliceImageItem(QGraphicsObject):
         return QRectF(self._rect) if self._image is not None else QRectF()
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
+        self._paints_since_change += 1
+        if self._paints_since_change == 2 and self.cacheMode() == QGraphicsItem.CacheMode.NoCache:
+            QTimer.singleShot(0, self._cache_again)  # repainted unchanged: keep a pixmap from the next paint on
         if self._image is None:
             return
         painter.drawImage(self._rect, self._image)
