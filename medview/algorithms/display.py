@@ -92,7 +92,8 @@ def palette_argb32(rgb: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _integer_argb_lut(dtype_str: str, low: float, high: float, palette: bytes) -> np.ndarray:
-    return np.frombuffer(palette, dtype=np.uint32)[_integer_lut(dtype_str, low, high)]
+    # built for every new window of a window/level drag: take is about twice as fast as fancy indexing here
+    return np.take(np.frombuffer(palette, dtype=np.uint32), _integer_lut(dtype_str, low, high))
 
 
 def window_to_argb32(image: np.ndarray, low: float, high: float, palette: np.ndarray,
