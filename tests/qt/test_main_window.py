@@ -385,7 +385,7 @@ def test_labels_composited_into_the_slice_look_as_qt_would_blend_them(qtbot, win
     window.state.set_label_opacity(1, 0.6)
     window.state.set_cursor(labels.geometry.index_to_world([x, y, z]))
     coronal = window.grid.views["coronal"]  # 48 slices of 5 mm: fewer pixels than it covers on screen
-    assert coronal.image._base is not None  # composited (the axial 512^2 slice is smaller on screen: a layer)
+    assert coronal.image._base is not None  # composited
     base, rgba = coronal.image.displayed_rgb(), coronal.shown_labels()
     assert rgba is not None and 0 < rgba[..., 3].max() < 255  # translucent: the blend matters
     shown = coronal.image._words  # what the item blits
@@ -403,6 +403,31 @@ def test_labels_composited_into_the_slice_look_as_qt_would_blend_them(qtbot, win
         diff = np.abs(((shown >> shift) & 0xFF).astype(int) - ((ref >> shift) & 0xFF).astype(int))
         assert diff.max() <= 1, shift
     assert not np.array_equal(shown, under)  # the labels are in the pixels
+
+
+def test_labels_of_a_slice_much_larger_than_its_screen_area_are_a_layer(qtbot, window: MainWindow,
+                                                                         chest_ct_sample: Path) -> None:
+    """Up to COMPOSITE_UP_TO slice pixels per screen pixel the labels go into the slice's pixels; a slice
+    zoomed out further keeps them as a layer the screen blends (fewer pixels to colour per frame)."""
+    from medview.core.volume import WindowPreset
+    from medview.qt.views.slice_view import COMPOSITE_UP_TO
+
+    _open(qtbot, window, chest_ct_sample)
+    qtbot.waitUntil(lambda: window.state.labels is not None, timeout=10_000)
+    labels = window.state.labels
+    z, y, x = (int(np.median(a)) for a in np.nonzero(labels.array))
+    window.state.set_cursor(labels.geometry.index_to_world([x, y, z]))
+    axial = window.grid.views["axial"]
+    axial.view_box.scaleBy((0.7, 0.7))  # zoomed in a little: 512^2 on about twice the screen pixels
+    window.state.set_window(WindowPreset(-600.0, 1500.0, "Lung"))  # drawn again
+    assert 1.0 < axial.image_data.size / axial._screen_pixels() <= COMPOSITE_UP_TO
+    assert axial.image._base is not None and axial.image._label_image is None  # composited
+    axial.view_box.scaleBy((3.0, 3.0))  # zoomed out: a ninth of those screen pixels
+    window.state.set_window(WindowPreset(40.0, 400.0, "Mediastinum"))
+    assert axial.image_data.size / axial._screen_pixels() > COMPOSITE_UP_TO
+    assert axial.image._base is None and axial.image._label_image is not None  # a layer over the slice
+    rgba = axial.shown_labels()
+    assert rgba is not None and (rgba[..., 3] > 0).sum() == (labels.array[z] > 0).sum()  # the same labels
 
 
 def test_shortcuts_help_lists_keys(qtbot, window: MainWindow) -> None:
