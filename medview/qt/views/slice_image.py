@@ -119,7 +119,7 @@ class SliceImageItem(QGraphicsObject):
     def paint(self, painter: QPainter, option, widget=None) -> None:
         self._paints_since_change += 1
         if self._paints_since_change == 2 and self.cacheMode() == QGraphicsItem.CacheMode.NoCache:
-            QTimer.singleShot(0, self._cache_again)  # repainted unchanged: keep a pixmap from the next paint on
+            QTimer.singleShot(0, self, self._cache_again)  # repainted unchanged: keep a pixmap from the next paint on
         if self._image is None:
             return
         painter.drawImage(self._rect, self._image)
