@@ -257,9 +257,6 @@ def aligned_normal_axis(geometry: Geometry, plane: Plane) -> int | None:
     return None if axes is None else int(axes[4])
 
 
-X_MAJOR_CHUNK_BYTES = 4 << 20
-
-
 def x_major(array: np.ndarray, task: TaskContext | None = None) -> np.ndarray:
     """``array`` (``(z, y, x)`` or ``(z, y, x, c)``) copied with the index x axis slowest in memory, returned
     with the same axes (a transposed view of the copy): equal to ``array`` everywhere, as :func:`reslice`
@@ -267,18 +264,17 @@ def x_major(array: np.ndarray, task: TaskContext | None = None) -> np.ndarray:
 
     A plane across x (the sagittal view of an axial series) reads one sample per row from a ``(z, y, x)``
     array, each in its own cache line and the rows' pages far apart (about 0.3 ms a slice for a
-    512 x 512 x 48 CT, a tenth of a crosshair frame); from this copy it is one contiguous block.  Copied a
-    chunk of x at a time, so that ``task`` can cancel it in between.
+    512 x 512 x 48 CT, a tenth of a crosshair frame); from this copy it is one contiguous block.  Copied one
+    z plane at a time (each plane transposed within the cache: 0.14 s for 512 x 512 x 305 int16, against
+    0.6-0.7 s for the whole array in one transposing copy), so that ``task`` can cancel it in between.
     """
     if array.ndim not in (3, 4):
         raise MedviewError(f"a volume needs 3 or 4 axes, got shape {array.shape}")
     nz, ny, nx = array.shape[:3]
     out = np.empty((nx, nz, ny, *array.shape[3:]), dtype=array.dtype)
-    per_x = max(out[0].nbytes, 1)
-    step = max(1, X_MAJOR_CHUNK_BYTES // per_x)
-    for i in range(0, nx, step):
-        report(task, i / nx, "Preparing sagittal slices")
-        np.copyto(out[i:i + step], np.moveaxis(array[:, :, i:i + step], 2, 0))
+    for z in range(nz):
+        report(task, z / nz, "Preparing sagittal slices")
+        np.copyto(out[:, z], np.swapaxes(array[z], 0, 1))
     return np.moveaxis(out, 0, 2)
 
 
