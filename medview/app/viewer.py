@@ -129,10 +129,10 @@ class ViewerState:
 
     def x_major_wanted(self, kind: str) -> tuple[np.ndarray, int] | None:
         """``(array, serial)`` to copy with :func:`medview.algorithms.reslice.x_major` in the background, or
-        None: no copy needed (no array, a copy kept, a series still loading, a single column) or room for it
-        (more than ``X_MAJOR_MEMORY_SHARE`` of the free memory)."""
+        None: no copy needed (no array, a copy kept, a series still loading, a single column or a single
+        slice, e.g. a radiograph) or no room for it (more than ``X_MAJOR_MEMORY_SHARE`` of the free memory)."""
         array, _ = self._shown_array(kind)
-        if array is None or self.loading or kind in self._x_major or array.shape[2] < 2:
+        if array is None or self.loading or kind in self._x_major or min(array.shape[0], array.shape[2]) < 2:
             return None
         if array.nbytes > X_MAJOR_MEMORY_SHARE * psutil.virtual_memory().available:
             return None

@@ -169,6 +169,12 @@ def test_planes_across_x_are_read_from_a_kept_x_major_copy_until_the_array_chang
     s.loading = True
     assert s.x_major_wanted("volume") is None  # slices still arriving
     s.loading = False
+    flat = _volume()
+    s.set_volume(Volume(flat.array[:1].copy(), Geometry((1, 40, 50), (0.8, 0.8, 2.5), (-20.0, -16.0, 10.0)),
+                        flat.metadata))
+    assert s.x_major_wanted("volume") is None  # a single slice: its sagittal cut is one row anyway
+    s.set_volume(_volume())
+    assert s.x_major_wanted("volume") is not None
     monkeypatch.setattr(viewer, "X_MAJOR_MEMORY_SHARE", 0.0)
     assert s.x_major_wanted("volume") is None  # no room for a copy
     with pytest.raises(ValueError):
