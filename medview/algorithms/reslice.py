@@ -31,8 +31,8 @@ from medview.core.errors import MedviewError
 from medview.core.geometry import Geometry
 from medview.core.tasks import TaskContext, report
 
-__all__ = ["VIEW_FRAMES", "Plane", "is_index_aligned", "orientation_letters", "reslice", "slice_index_for",
-           "step_mm", "view_plane"]
+__all__ = ["VIEW_FRAMES", "Plane", "aligned_normal_axis", "is_index_aligned", "orientation_letters", "reslice",
+           "slice_index_for", "step_mm", "view_plane", "x_major"]
 
 #: Screen axes in LPS for each view: ``u`` points to screen right (increasing column), ``v`` to screen
 #: bottom (increasing row).

@@ -14,7 +14,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import psutil
 
 from medview.algorithms.label_edit import Edit
 from medview.algorithms.reslice import VIEW_FRAMES, Plane, aligned_normal_axis, step_mm, view_plane
@@ -25,12 +24,13 @@ from medview.core.errors import MedviewError
 from medview.core.labels import Label, LabelMap, default_color
 from medview.core.resources import preset_path
 from medview.core.volume import Volume, WindowPreset
+from medview.io.limits import memory_budget_bytes
 
 VIEWS = ("axial", "coronal", "sagittal")
 SLAB_MODES = ("mean", "mip", "minip")
 COLORMAPS = ("grey", "viridis", "inferno", "magma", "plasma", "cividis")
 X_MAJOR_ARRAYS = ("volume", "labels")  # the arrays the views read planes from, by the event that changes them
-X_MAJOR_MEMORY_SHARE = 0.25  # an x-major copy is made only if it takes at most this share of the free memory
+X_MAJOR_MEMORY_SHARE = 0.25  # an x-major copy is made only within this share of medview's memory budget
 
 
 @lru_cache(maxsize=1)
@@ -130,11 +130,12 @@ class ViewerState:
     def x_major_wanted(self, kind: str) -> tuple[np.ndarray, int] | None:
         """``(array, serial)`` to copy with :func:`medview.algorithms.reslice.x_major` in the background, or
         None: no copy needed (no array, a copy kept, a series still loading, a single column or a single
-        slice, e.g. a radiograph) or no room for it (more than ``X_MAJOR_MEMORY_SHARE`` of the free memory)."""
+        slice, e.g. a radiograph) or no room for it (more than ``X_MAJOR_MEMORY_SHARE`` of
+        :func:`medview.io.limits.memory_budget_bytes`: ``MEDVIEW_MEMORY_BUDGET_MB``, else 80 % of the free memory)."""
         array, _ = self._shown_array(kind)
         if array is None or self.loading or kind in self._x_major or min(array.shape[0], array.shape[2]) < 2:
             return None
-        if array.nbytes > X_MAJOR_MEMORY_SHARE * psutil.virtual_memory().available:
+        if array.nbytes > X_MAJOR_MEMORY_SHARE * memory_budget_bytes():
             return None
         return array, self._array_serial[kind]
 

@@ -175,6 +175,11 @@ def test_planes_across_x_are_read_from_a_kept_x_major_copy_until_the_array_chang
     assert s.x_major_wanted("volume") is None  # a single slice: its sagittal cut is one row anyway
     s.set_volume(_volume())
     assert s.x_major_wanted("volume") is not None
+    monkeypatch.setenv("MEDVIEW_MEMORY_BUDGET_MB", str(4 * s.volume.array.nbytes / 2**20))
+    assert s.x_major_wanted("volume") is not None  # a quarter of the budget: just room for it
+    monkeypatch.setenv("MEDVIEW_MEMORY_BUDGET_MB", str(3 * s.volume.array.nbytes / 2**20))
+    assert s.x_major_wanted("volume") is None  # the user's memory budget leaves no room for a copy
+    monkeypatch.delenv("MEDVIEW_MEMORY_BUDGET_MB")
     monkeypatch.setattr(viewer, "X_MAJOR_MEMORY_SHARE", 0.0)
     assert s.x_major_wanted("volume") is None  # no room for a copy
     with pytest.raises(ValueError):
