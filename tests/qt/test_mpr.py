@@ -171,7 +171,7 @@ def _reference_crosshair(view):
     from PySide6.QtCore import QLineF, QPointF
 
     def paint(painter, w, h) -> None:
-        t = view.view_box.childGroup.deviceTransform(view.graphics.viewportTransform())  # not the view's kept one
+        t = view.view_box.childGroup.deviceTransform(view.graphics.viewportTransform())
         for line in view.lines.values():
             a = np.radians(line.angle)
             p0, p1 = t.map(line.pos), t.map(line.pos + QPointF(float(np.cos(a)), float(np.sin(a))))
