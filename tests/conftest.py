@@ -15,6 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "radiomics-cases"
 
 
+@pytest.fixture(autouse=True)
+def medview_data_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Every test runs with its own ``MEDVIEW_DATA_DIR`` (never the user's recovery files, models or database)."""
+    folder = tmp_path_factory.mktemp("medview-data")
+    monkeypatch.setenv("MEDVIEW_DATA_DIR", str(folder))
+    return folder
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:

@@ -2,7 +2,7 @@
 
 Layout: ``<recovery dir>/<session id>/`` holds, per autosaved label map (a *key*), the latest label file
 ``<key>-<n>.nii.gz``, its history ``<key>-<n>.nii.gz.medview-history`` and one ``manifest.json`` for the
-session.  The recovery dir is ``platformdirs.user_data_dir("medview")/recovery``, or
+session.  The recovery dir is ``recovery`` in medview's data folder (``$MEDVIEW_DATA_DIR``), or
 ``$MEDVIEW_RECOVERY_DIR`` when set.
 
 Every file is written atomically (:mod:`medview.io.atomic`), and a save writes a *new* numbered pair
@@ -40,6 +40,7 @@ from medview.core.errors import MedviewError
 from medview.core.geometry import Geometry
 from medview.core.labels import Label, LabelMap
 from medview.core.processes import is_running, process_started
+from medview.core.resources import data_dir
 from medview.io.atomic import atomic_copy, atomic_path, atomic_write_text, remove_partials
 from medview.io.writers import check_output_path, write_image
 
@@ -55,9 +56,7 @@ def recovery_dir() -> Path:
     configured = os.environ.get(ENV_RECOVERY_DIR)
     if configured:
         return Path(configured)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("medview")) / "recovery"
+    return data_dir() / "recovery"
 
 
 def _now() -> str:

@@ -1,9 +1,11 @@
-"""Where medview's shipped data lives (``resources/``: presets, samples, models)."""
+"""Where medview's files live: shipped data (``resources/``) and the user's data directory."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+ENV_DATA_DIR = "MEDVIEW_DATA_DIR"
 
 
 def resources_dir() -> Path:
@@ -15,3 +17,17 @@ def resources_dir() -> Path:
 def preset_path(name: str) -> Path:
     """A file in ``resources/presets`` (window/level, transfer functions)."""
     return resources_dir() / "presets" / name
+
+
+def data_dir() -> Path:
+    """medview's user data folder (recovery files, user models, later the study database).
+
+    ``$MEDVIEW_DATA_DIR`` when set (every test sets it to a temporary folder), else the platform's user
+    data directory (``platformdirs.user_data_dir("medview")``).  Not created here.
+    """
+    configured = os.environ.get(ENV_DATA_DIR)
+    if configured:
+        return Path(configured)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("medview"))

@@ -8,7 +8,7 @@ ONNX or a MONAI bundle) with their SHA-256 so a damaged or swapped file is refus
 Models are found in three places, first match wins for a name:
 
 1. ``resources/models/*/model.json`` shipped with medview;
-2. the user's models folder: ``$MEDVIEW_MODELS_DIR``, else ``platformdirs.user_data_dir("medview")/models``;
+2. the user's models folder: ``$MEDVIEW_MODELS_DIR``, else ``models`` in medview's data folder (``$MEDVIEW_DATA_DIR``);
 3. an explicit folder (or ``model.json``) path given by the user (``--model PATH``).
 
 TotalSegmentator is listed when its package is installed (its weights are never downloaded here).
@@ -25,7 +25,7 @@ from typing import Any
 
 from medview.core.errors import InputNotFoundError, MedviewError
 from medview.core.labels import Label, default_color
-from medview.core.resources import resources_dir
+from medview.core.resources import data_dir, resources_dir
 
 CARD_FILE = "model.json"
 TASKS = ("segmentation", "classification", "detection", "image-to-image")
@@ -310,13 +310,11 @@ class ModelEntry:
 
 
 def user_models_dir() -> Path:
-    """``$MEDVIEW_MODELS_DIR``, else ``platformdirs.user_data_dir("medview")/models``."""
+    """``$MEDVIEW_MODELS_DIR``, else ``models`` in medview's data folder (``$MEDVIEW_DATA_DIR``)."""
     configured = os.environ.get("MEDVIEW_MODELS_DIR")
     if configured:
         return Path(configured)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("medview")) / "models"
+    return data_dir() / "models"
 
 
 def model_dirs() -> list[tuple[str, Path]]:

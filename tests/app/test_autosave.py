@@ -74,7 +74,10 @@ def test_recovery_dir_is_in_the_user_data_dir_unless_overridden(monkeypatch, tmp
     import platformdirs
 
     monkeypatch.delenv(ENV_RECOVERY_DIR, raising=False)
+    monkeypatch.delenv("MEDVIEW_DATA_DIR", raising=False)
     assert recovery_dir() == Path(platformdirs.user_data_dir("medview")) / "recovery"
+    monkeypatch.setenv("MEDVIEW_DATA_DIR", str(tmp_path / "data"))
+    assert recovery_dir() == tmp_path / "data" / "recovery"
     monkeypatch.setenv(ENV_RECOVERY_DIR, str(tmp_path))
     assert recovery_dir() == tmp_path
 
