@@ -97,6 +97,36 @@ def test_crosshair_moves_the_planes_and_a_click_in_3d_moves_the_crosshair(qtbot,
     assert point[1] < centre[1]
 
 
+def test_a_real_mouse_click_in_3d_moves_the_crosshair_and_a_drag_does_not(qtbot, window: MainWindow,
+                                                                           chest_ct_sample: Path) -> None:
+    """Qt mouse events on the VTK widget, as a reader clicks: the trackball style grabs the interactor's
+    focus on press, so the release must be seen through the style (regression: clicks never moved it)."""
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    volume = _open(qtbot, window, chest_ct_sample)
+    panel = _panel(qtbot, window)
+    widget = panel.vtk_widget
+    centre = QPoint(widget.width() // 2, widget.height() // 2)
+    # a drag rotates the camera and leaves the crosshair where it was
+    before = window.state.cursor.copy()
+    QTest.mousePress(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, centre)
+    QTest.mouseMove(widget, centre + QPoint(40, 10))
+    QTest.mouseRelease(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, centre + QPoint(40, 10))
+    np.testing.assert_allclose(window.state.cursor, before)
+    panel.reset_camera("anterior")
+    # a click moves it to the surface under the mouse, the same point a direct pick there gives
+    _w, h = panel.render_window.GetSize()
+    expected = panel.scene.pick(centre.x(), h - centre.y() - 1)
+    assert expected is not None
+    with qtbot.waitSignal(panel.picked, timeout=5_000):
+        QTest.mouseClick(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, centre)
+    np.testing.assert_allclose(window.state.cursor, expected, atol=1e-6)
+    assert not np.allclose(window.state.cursor, before)
+    idx = volume.geometry.world_to_index(window.state.cursor)
+    assert np.all(idx > -1) and np.all(idx < np.array(volume.geometry.size_xyz))
+
+
 def test_rotating_uses_the_level_of_detail_then_full_quality(qtbot, window: MainWindow, chest_ct_sample: Path
                                                               ) -> None:
     _open(qtbot, window, chest_ct_sample)

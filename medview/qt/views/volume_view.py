@@ -78,8 +78,9 @@ class VolumeView3D(QWidget):
             (self.style, self.style.AddObserver("EndInteractionEvent", self._end_interaction)),
             (self.interactor, self.interactor.AddObserver("MouseWheelForwardEvent", self._wheel, 1.0)),
             (self.interactor, self.interactor.AddObserver("MouseWheelBackwardEvent", self._wheel, 1.0)),
+            # The release of a click is seen through EndInteractionEvent: the trackball style grabs the
+            # interactor's focus on press, so a LeftButtonReleaseEvent observer on the interactor never runs.
             (self.interactor, self.interactor.AddObserver("LeftButtonPressEvent", self._left_press, 1.0)),
-            (self.interactor, self.interactor.AddObserver("LeftButtonReleaseEvent", self._left_release, 1.0)),
         ]
         self._press_at: tuple[int, int] | None = None
         self._interacting = False
@@ -403,6 +404,7 @@ class VolumeView3D(QWidget):
     def _end_interaction(self, *_args) -> None:
         self._interacting = False
         self._settle_timer.start(SETTLE_MS)
+        self._left_release()
 
     def _wheel(self, *_args) -> None:
         self.scene.begin_interaction()
@@ -412,6 +414,7 @@ class VolumeView3D(QWidget):
         self._press_at = self.interactor.GetEventPosition()
 
     def _left_release(self, *_args) -> None:
+        """The end of a left-button interaction: a click (moved <= 3 px) sets the crosshair at the volume."""
         pressed, self._press_at = self._press_at, None
         at = self.interactor.GetEventPosition()
         if pressed is None or abs(at[0] - pressed[0]) + abs(at[1] - pressed[1]) > 3:
