@@ -18,12 +18,16 @@ Shaded, the first CPU frame also computes every voxel's gradient (+0.6 s at 256^
 Level of detail.  Two mappers share the property and the clipping planes, one on the full image, one on a
 strided copy of at most ``lod_max_voxels`` with a coarser image sample distance; the interaction methods
 swap them (one mapper with a changing input would recompute its cached gradients at every switch).
-Distances are fixed, not time-adjusted: VTK shares a frame's time evenly among props, so with the MPR
-planes shown the volume would get a quarter of it; fixed distances also keep frames reproducible.
+VTK's own time-adjusted distances are off (it shares a frame's time evenly among props, so with the MPR
+planes shown the volume would get a quarter of it).  Instead :meth:`VolumeScene.render` times each
+interactive frame and, when one takes longer than ``interactive_frame_budget_s`` (100 ms), coarsens the LOD
+mapper's image sample distance (CPU) or ray step (GPU) for the next frames, up to 8 px; fast frames refine
+it back to the starting value (:func:`adapt_lod_factor`).  Full-quality frames are never coarsened.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -117,6 +121,25 @@ def lod_strides(shape_zyx: Sequence[int], spacing_xyz: Sequence[float], max_voxe
     return strides[0], strides[1], strides[2]
 
 
+LOD_MAX_FACTOR = 4.0  # the LOD may get at most this much coarser than its starting sample distances
+
+
+def adapt_lod_factor(factor: float, frame_s: float, budget_s: float, max_factor: float = LOD_MAX_FACTOR) -> float:
+    """The next coarsening factor (>= 1) of the LOD's sample distances after an interactive frame.
+
+    A frame over ``budget_s`` coarsens by the square root of the overshoot (the cost of a CPU ray cast
+    falls with the square of the image sample distance), at least 1.25x; a frame under 40 % of the budget
+    refines by 1.25x.  Bounded to ``1 .. max_factor``.
+    """
+    if not (np.isfinite(frame_s) and frame_s > 0 and budget_s > 0):
+        return factor
+    if frame_s > budget_s:
+        factor *= max(1.25, float(np.sqrt(frame_s / budget_s)))
+    elif frame_s < 0.4 * budget_s:
+        factor /= 1.25
+    return float(min(max(factor, 1.0), max_factor))
+
+
 def _world_bounds(geometry: Geometry) -> np.ndarray:
     """LPS bounds (mm) of the voxel centres as a 3 x 2 array of (min, max) per axis."""
     n = np.array(geometry.size_xyz, dtype=float) - 1.0
@@ -155,8 +178,13 @@ class VolumeScene:
         render_window.AddRenderer(self.renderer)
         self._backend: Backend | None = None if backend == "auto" else backend
         self._start_tag = self.renderer.AddObserver(vtkCommand.StartEvent, self._on_render_start)
+        self._end_tag = self.renderer.AddObserver(vtkCommand.EndEvent, self._on_render_end)
+        self._frame_started: float | None = None
         self.lod_max_voxels = int(lod_max_voxels)
         self.lod_image_sample_distance = float(lod_image_sample_distance)
+        self.interactive_frame_budget_s = 0.1
+        self.lod_factor = 1.0  # how much coarser than the starting LOD distances the LOD draws now
+        self.last_frame_s: float | None = None  # seconds the last render() took
 
         self.volume: Volume | None = None
         self.volume_property = vtkVolumeProperty()
@@ -251,7 +279,20 @@ class VolumeScene:
         """The volume mapper drawing now (full quality or LOD); None before a volume or a known backend."""
         return self._mappers.get("lod" if self._interacting else "full")
 
+    def _on_render_end(self, _obj: object, _event: str) -> None:
+        # Timed here, not in render(): the interactor's rotation frames are drawn by VTK directly.
+        if self._frame_started is None:
+            return
+        self.last_frame_s = time.perf_counter() - self._frame_started
+        self._frame_started = None
+        if self._interacting and "lod" in self._mappers:
+            factor = adapt_lod_factor(self.lod_factor, self.last_frame_s, self.interactive_frame_budget_s)
+            if factor != self.lod_factor:
+                self.lod_factor = factor
+                self._apply_lod_factor()
+
     def _on_render_start(self, _obj: object, _event: str) -> None:
+        self._frame_started = time.perf_counter()
         # A window other than OSMesa tells its GL renderer only once it has a context: during a render.
         if self._backend is None and self.render_window is not None:
             self._backend = detect_backend(self.render_window, context_ready=True)
@@ -270,13 +311,24 @@ class VolumeScene:
             mapper.SetAutoAdjustSampleDistances(0)
             mapper.SetSampleDistance(self._sample_mm[level])
             if isinstance(mapper, vtkFixedPointVolumeRayCastMapper):
-                mapper.SetImageSampleDistance(1.0 if level == "full" else self.lod_image_sample_distance)
+                mapper.SetImageSampleDistance(1.0)
                 mapper.IntermixIntersectingGeometryOn()  # rays stop at the MPR planes and at surfaces
             else:
                 mapper.InteractiveAdjustSampleDistancesOff()
             getattr(mapper, _BLEND[self._blend_mode])()
             self._mappers[level] = mapper
+        self._apply_lod_factor()
         self.volume_prop.SetMapper(self.mapper)
+
+    def _apply_lod_factor(self) -> None:
+        mapper = self._mappers.get("lod")
+        if mapper is None:
+            return
+        if isinstance(mapper, vtkFixedPointVolumeRayCastMapper):
+            # rays per side fall with the image sample distance; the ray step stays the LOD's voxel size
+            mapper.SetImageSampleDistance(min(8.0, self.lod_image_sample_distance * self.lod_factor))
+        else:
+            mapper.SetSampleDistance(self._sample_mm["lod"] * self.lod_factor)
 
     def _release_mappers(self) -> None:
         for mapper in self._mappers.values():
@@ -563,7 +615,7 @@ class VolumeScene:
 
     # -- output and lifetime -----------------------------------------------------------------------------------
     def render(self) -> None:
-        """Render the window now."""
+        """Render the window now (every frame, also those the interactor draws, is timed: module notes)."""
         self._check_open()
         self.render_window.Render()
 
@@ -601,6 +653,7 @@ class VolumeScene:
             return
         renderer, window = self.renderer, self.render_window
         renderer.RemoveObserver(self._start_tag)
+        renderer.RemoveObserver(self._end_tag)
         window.RemoveRenderer(renderer)  # releases the props' textures and buffers in the window's context
         renderer.RemoveAllViewProps()
         self._release_mappers()

@@ -22,7 +22,14 @@ from medview.core.errors import MedviewError
 from medview.core.geometry import Geometry
 from medview.core.volume import Volume, VolumeMetadata
 from medview.render.presets import list_presets
-from medview.render.volume_scene import VolumeScene, detect_backend, gl_renderer_name, lod_strides
+from medview.render.volume_scene import (
+    LOD_MAX_FACTOR,
+    VolumeScene,
+    adapt_lod_factor,
+    detect_backend,
+    gl_renderer_name,
+    lod_strides,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -281,6 +288,42 @@ def test_lod_switch_and_restore(chest_ct):
         assert scene.interacting and scene.mapper.GetInput().GetDimensions() == dims
         scene.end_interaction()
         assert scene.mapper.GetInput().GetDimensions() == full_dims
+
+
+def test_adapt_lod_factor_coarsens_slow_frames_and_refines_fast_ones():
+    assert adapt_lod_factor(1.0, 0.4, 0.1) == pytest.approx(2.0)  # 4x over budget: sqrt -> 2x coarser
+    assert adapt_lod_factor(1.0, 0.11, 0.1) == pytest.approx(1.25)  # just over: at least 1.25x
+    assert adapt_lod_factor(2.0, 0.07, 0.1) == 2.0  # inside the band: kept
+    assert adapt_lod_factor(2.0, 0.02, 0.1) == pytest.approx(1.6)  # fast: refined
+    assert adapt_lod_factor(1.1, 0.001, 0.1) == 1.0  # never finer than the starting LOD
+    assert adapt_lod_factor(3.9, 10.0, 0.1) == LOD_MAX_FACTOR  # bounded
+    assert adapt_lod_factor(1.5, float("nan"), 0.1) == 1.5
+
+
+def test_interactive_frames_over_budget_coarsen_only_the_lod(chest_ct):
+    with VolumeScene(size=(256, 256), lod_max_voxels=64**3, backend="cpu") as scene:
+        scene.set_volume(chest_ct)
+        scene.render()
+        full = scene.mapper
+        full_image = full.GetImageSampleDistance()
+        scene.interactive_frame_budget_s = 1e-6  # every frame is "too slow"
+        scene.render()  # full-quality frames never adapt
+        assert scene.lod_factor == 1.0
+        scene.begin_interaction()
+        lod = scene.mapper
+        base = lod.GetImageSampleDistance()
+        for _ in range(3):
+            scene.render()
+            assert scene.last_frame_s is not None and scene.last_frame_s > 0
+        assert scene.lod_factor > 1.0
+        assert lod.GetImageSampleDistance() == pytest.approx(min(8.0, base * scene.lod_factor))
+        assert luminance(scene.snapshot()).max() > 100  # still a picture
+        scene.interactive_frame_budget_s = 1e6  # now every frame is fast: back to the starting LOD
+        for _ in range(12):
+            scene.render()
+        assert scene.lod_factor == 1.0 and lod.GetImageSampleDistance() == pytest.approx(base)
+        scene.end_interaction()
+        assert scene.mapper is full and full.GetImageSampleDistance() == full_image
 
 
 def test_backend_follows_the_gl_renderer():
