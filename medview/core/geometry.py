@@ -188,6 +188,42 @@ class Geometry:
         return "".join(code)
 
 
+# per LPS world axis the letters of its (negative, positive) side: x<0 is patient right, y<0 anterior, z<0 inferior
+PATIENT_SIDES = (("R", "L"), ("A", "P"), ("I", "S"))
+# a plane whose normal is within this of a patient axis (off-axis components, ~0.06 degrees) is named by that axis
+ALIGNED_NORMAL_TOL = 1e-3
+
+
+def slice_position_text(point_lps: Sequence[float] | np.ndarray, normal_lps: Sequence[float] | np.ndarray) -> str:
+    """Where the plane through ``point_lps`` with normal ``normal_lps`` lies, as a reader names it.
+
+    The distance is the plane's signed distance from the world origin along its normal, the normal
+    turned to point to the positive LPS side (L, P or S) of the patient axis it is closest to.
+
+    Returns
+    -------
+    str
+        A plane across a patient axis: that side's letter and the distance in mm, as 3D Slicer writes it
+        (``'R 22.1 mm'`` for x = -22.1, ``'S 45.0 mm'`` for z = 45.0; 0 takes the positive side's letter).
+        An oblique plane: the letter pair of the normal's closest axis, from its negative to its positive side,
+        and the signed distance along the normal (``'IS +45.0 mm'``, ``'RL -12.3 mm'``).
+    """
+    nx, ny, nz = (float(c) for c in np.ravel(normal_lps)[:3])  # plain floats: drawn once per slice shown
+    length = (nx * nx + ny * ny + nz * nz) ** 0.5
+    if not length > 0 or not np.isfinite(length):
+        raise MedviewError(f"A slice normal needs a non-zero finite direction, got {[nx, ny, nz]}")
+    n = [nx / length, ny / length, nz / length]
+    axis = max(range(3), key=lambda i: abs(n[i]))
+    if n[axis] < 0:
+        n = [-c for c in n]
+    px, py, pz = (float(c) for c in np.ravel(point_lps)[:3])
+    distance = round(px * n[0] + py * n[1] + pz * n[2], 1) + 0.0  # + 0.0: no "-0.0"
+    negative, positive = PATIENT_SIDES[axis]
+    if 1.0 - n[axis] <= ALIGNED_NORMAL_TOL ** 2 / 2:  # the off-axis part is at most ALIGNED_NORMAL_TOL
+        return f"{positive if distance >= 0 else negative} {abs(distance):.1f} mm"
+    return f"{negative}{positive} {distance:+.1f} mm"
+
+
 def lps_to_ras_affine(affine_lps: np.ndarray) -> np.ndarray:
     """Convert an index->LPS affine into index->RAS (flip the first two world axes)."""
     return _LPS_TO_RAS @ np.asarray(affine_lps, dtype=float)

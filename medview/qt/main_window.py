@@ -128,6 +128,8 @@ class MainWindow(QMainWindow):
         self._show_memory()
         self._build_actions()
         self.state.subscribe("volume", self._volume_shown)
+        # the value under the mouse was of the image shown before (another study, or the volume a filter replaced)
+        self.state.subscribe("volume", self.position_label.clear)
         self.state.subscribe("window", self._window_shown)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:

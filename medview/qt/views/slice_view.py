@@ -34,6 +34,7 @@ from medview.app.editing import BrushSettings, Stroke, fill_at
 from medview.app.measurements import Measurement
 from medview.app.viewer import VIEWS, ViewerState
 from medview.core.errors import MedviewError
+from medview.core.geometry import slice_position_text
 from medview.qt.views.overlay import OverlayLayer, SliceGraphicsView, nice_length
 from medview.qt.views.slice_image import SliceImageItem
 
@@ -674,14 +675,14 @@ class SliceView(QWidget):
             return
         self._overlay_plane = plane
         top_left, bottom_right, letters, bar_mm, bar_px = self._overlay_parts
-        position = float(np.dot(plane.origin, plane.normal()))  # the slice shown, not the cursor
+        position = slice_position_text(plane.origin, plane.normal())  # the slice shown, not the cursor
         k, n = self._slice_position()
         slice_text = self.view.capitalize()
         if k is not None:
             slice_text += f"  {k + 1}/{n}"
         if self.state.slab_mm > 0:
             slice_text += f"  {self.state.slab_mode.upper()} {self.state.slab_mm:g} mm"
-        corners = {"top_left": top_left, "top_right": [], "bottom_left": [slice_text, f"pos {position:.1f} mm"],
+        corners = {"top_left": top_left, "top_right": [], "bottom_left": [slice_text, position],
                    "bottom_right": bottom_right}
         o = self.overlay
         if (corners, letters, bar_mm, round(bar_px)) != (o.corners, o.letters, o.bar_mm, round(o.bar_px)):
