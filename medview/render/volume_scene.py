@@ -121,6 +121,7 @@ def lod_strides(shape_zyx: Sequence[int], spacing_xyz: Sequence[float], max_voxe
     return strides[0], strides[1], strides[2]
 
 
+MINIP_SLAB_HALF_MM = 10.0  # the slab a MinIP starts in when nothing is clipped (set_preset)
 LOD_MAX_FACTOR = 4.0  # the LOD may get at most this much coarser than its starting sample distances
 
 
@@ -358,7 +359,10 @@ class VolumeScene:
     def set_preset(self, name: str) -> TransferFunctionPreset:
         """Apply a transfer-function preset; returns it with absolute values (what an editor shows).
 
-        Relative presets (MR, MIP) are mapped onto percentiles of the current volume's intensities.
+        Relative presets (MR, MIP) are mapped onto percentiles of the current volume's intensities.  A
+        minimum-intensity preset with nothing clipped clips to a slab of +-:data:`MINIP_SLAB_HALF_MM` through
+        the cursor facing the camera (:meth:`slab_box`; unclipped, every ray's minimum is the air around the
+        patient).
         """
         preset = tf.get_preset(name)
         data_range = None
@@ -370,7 +374,24 @@ class VolumeScene:
             data_range = self._ranges[preset.percentiles]
         self._preset = tf.apply_preset(preset, self.volume_property, data_range)
         self.set_blend_mode(preset.blend_mode)
+        if (preset.blend_mode == "minimum" and self.volume is not None and self._clip_box is None
+                and self._clip_plane is None):
+            # A MinIP through a whole CT is the air around the patient on every ray: a black picture.  It is
+            # a slab technique; unclipped, it starts as a slab through the cursor facing the camera.
+            self.set_clip_box(self.slab_box(MINIP_SLAB_HALF_MM))
         return self._preset
+
+    def slab_box(self, half_mm: float) -> tuple[float, ...]:
+        """A clip box ``(xmin, xmax, ymin, ymax, zmin, zmax)`` (LPS mm): the whole volume, but only
+        +-``half_mm`` around the cursor along the world axis closest to the camera's viewing direction."""
+        if self._bounds is None:
+            raise MedviewError("A slab needs a volume: load one first")
+        camera = self.renderer.GetActiveCamera()
+        axis = int(np.argmax(np.abs(np.asarray(camera.GetDirectionOfProjection(), dtype=float))))
+        pad = max(self.volume.geometry.spacing) if self.volume is not None else 0.0
+        box = self._bounds.astype(float) + np.array([-pad, pad])  # keep the outer voxels whole
+        box[axis] = (self._cursor[axis] - half_mm, self._cursor[axis] + half_mm)
+        return tuple(float(v) for v in box.reshape(-1))
 
     def set_transfer_function(self, colour_points: Sequence[ColourPoint], opacity_points: Sequence[OpacityPoint],
                               gradient_opacity_points: Sequence[OpacityPoint] | str | None = "keep") -> None:

@@ -12,7 +12,7 @@ from vtkmodules.vtkCommonCore import vtkCommand
 
 from medview.algorithms.reslice import slice_index_for
 from medview.qt.main_window import MainWindow
-from medview.qt.views.volume_view import SETTLE_MS, VolumeView3D
+from medview.qt.views.volume_view import SETTLE_MS, SLAB_CHOICE, VolumeView3D
 
 _DELETED: list[str] = []
 _OBSERVERS: list = []
@@ -125,6 +125,22 @@ def test_a_real_mouse_click_in_3d_moves_the_crosshair_and_a_drag_does_not(qtbot,
     assert not np.allclose(window.state.cursor, before)
     idx = volume.geometry.world_to_index(window.state.cursor)
     assert np.all(idx > -1) and np.all(idx < np.array(volume.geometry.size_xyz))
+
+
+def test_minip_preset_starts_as_a_slab_the_panel_shows(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    _open(qtbot, window, chest_ct_sample)
+    panel = _panel(qtbot, window)
+    assert panel.clip.currentIndex() == 0
+    panel.set_preset("ct-minip")
+    assert panel.clip.currentText() == "Slab through crosshair" and panel.clip.currentIndex() == SLAB_CHOICE
+    assert panel.clip_size.value() == 10
+    picture = panel.scene.snapshot()
+    assert (picture.max(axis=-1) > 40).mean() > 0.2  # not the black picture of an unclipped MinIP
+    # the slab follows the camera and the crosshair
+    panel.reset_camera("left")
+    box = np.array(panel.scene.clip_box).reshape(3, 2)
+    c = window.state.cursor
+    np.testing.assert_allclose(box[0], [c[0] - 10, c[0] + 10])
 
 
 def test_rotating_uses_the_level_of_detail_then_full_quality(qtbot, window: MainWindow, chest_ct_sample: Path

@@ -326,6 +326,39 @@ def test_interactive_frames_over_budget_coarsen_only_the_lod(chest_ct):
         assert scene.mapper is full and full.GetImageSampleDistance() == full_image
 
 
+def test_minip_on_a_whole_ct_is_not_black(chest_ct):
+    """Unclipped, every ray's minimum is the air around the patient (a black picture); a MinIP starts
+    clipped to a slab through the cursor facing the camera, where the lungs show and the airways are black."""
+    g = chest_ct.geometry
+    with VolumeScene(size=(160, 160)) as scene:
+        scene.set_volume(chest_ct)
+        assert scene.clip_box is None
+        scene.set_preset("ct-minip")
+        box = np.array(scene.clip_box).reshape(3, 2)
+        c = scene.cursor  # anterior camera: the slab is +-10 mm along y, the whole volume along x and z
+        np.testing.assert_allclose(box[1], [c[1] - 10, c[1] + 10])
+        corners = g.index_to_world(np.array([[0, 0, 0], np.array(g.size_xyz) - 1]))
+        assert box[0, 0] <= corners[:, 0].min() and box[0, 1] >= corners[:, 0].max()
+        assert box[2, 0] <= corners[:, 2].min() and box[2, 1] >= corners[:, 2].max()
+        lum = luminance(scene.snapshot())
+        lit = (lum > 40).mean()
+        assert lit > 0.2, "the CT MinIP is black"
+        assert ((lum > 10) & (lum < 200)).mean() > 0.1  # grey lungs beside the white soft tissue
+        # the reason: the same preset with the slab taken away is black (air on every ray)
+        scene.set_clip_box(None)
+        assert (luminance(scene.snapshot()) > 40).mean() < 0.2 * lit
+        # the generic MinIP gets the slab too; the slab follows the camera
+        scene.set_preset("minip")
+        scene.reset_camera("left")
+        box = np.array(scene.slab_box(5.0)).reshape(3, 2)
+        np.testing.assert_allclose(box[0], [c[0] - 5, c[0] + 5])
+        # a clip the user chose is kept
+        scene.set_clip_box(None)
+        scene.set_clip_plane(c, (0, 1, 0))
+        scene.set_preset("minip")
+        assert scene.clip_box is None
+
+
 def test_backend_follows_the_gl_renderer():
     with VolumeScene(size=(32, 32)) as scene:
         scene.set_volume(oblique_volume(shape=(12, 12, 12)))

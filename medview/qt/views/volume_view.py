@@ -39,7 +39,8 @@ from medview.qt.workers import Worker, release_when_done, start
 SETTLE_MS = 300  # still this long after the last change: render at full quality
 COALESCE_MS = 40  # changes closer than this share one render
 CLIP_CHOICES = ("No clipping", "Box around crosshair", "Cut at coronal plane", "Cut at axial plane",
-                "Cut at sagittal plane")
+                "Cut at sagittal plane", "Slab through crosshair")
+SLAB_CHOICE = CLIP_CHOICES.index("Slab through crosshair")
 CAMERA_BUTTONS = (("A", "anterior"), ("P", "posterior"), ("L", "left"), ("R", "right"), ("S", "superior"),
                   ("I", "inferior"))
 
@@ -114,7 +115,8 @@ class VolumeView3D(QWidget):
         self.bone_level.editingFinished.connect(self._isosurface_changed)
         self.clip = QComboBox()
         self.clip.addItems(CLIP_CHOICES)
-        self.clip.setToolTip("Clip the volume: a box around the crosshair, or a cut through it")
+        self.clip.setToolTip("Clip the volume: a box around the crosshair, a cut through it, or a slab through "
+                             "it facing the camera (for MinIP)")
         self.clip.activated.connect(lambda _i: self._update_clipping())
         self.clip_size = QSpinBox()
         self.clip_size.setRange(5, 1000)
@@ -305,6 +307,8 @@ class VolumeView3D(QWidget):
         if choice == 1:
             r = float(self.clip_size.value())
             self.scene.set_clip_box([c[0] - r, c[0] + r, c[1] - r, c[1] + r, c[2] - r, c[2] + r])
+        elif choice == SLAB_CHOICE:  # +-size along the axis the camera looks down, the whole volume across
+            self.scene.set_clip_box(self.scene.slab_box(float(self.clip_size.value())))
         elif choice >= 2:
             name = ("coronal", "axial", "sagittal")[choice - 2]
             self.scene.set_clip_plane(c, self.scene.plane_normal(name))  # keeps the side the normal points to
@@ -319,6 +323,17 @@ class VolumeView3D(QWidget):
             QMessageBox.warning(self, "3D preset", str(exc))
             return
         self.preset.setCurrentIndex(max(self.preset.findData(key), 0))
+        if self.scene.clip_box is not None and self.clip.currentIndex() == 0:
+            # the scene clipped a MinIP to a slab (unclipped it is the air around the patient): show it
+            from medview.render.volume_scene import MINIP_SLAB_HALF_MM
+
+            for widget in (self.clip, self.clip_size):
+                widget.blockSignals(True)
+            self.clip.setCurrentIndex(SLAB_CHOICE)
+            self.clip_size.setValue(int(MINIP_SLAB_HALF_MM))
+            for widget in (self.clip, self.clip_size):
+                widget.blockSignals(False)
+            self._update_clipping(render=False)
         self.shading.blockSignals(True)
         self.shading.setChecked(self.scene.shading)
         self.shading.blockSignals(False)
@@ -337,6 +352,8 @@ class VolumeView3D(QWidget):
     def reset_camera(self, view: str = "anterior") -> None:
         if self.scene.volume is not None:
             self.scene.reset_camera(view)
+            if self.clip.currentIndex() == SLAB_CHOICE:
+                self._update_clipping(render=False)  # the slab faces the new camera
             self.request_render()
 
     def _toggle_editor(self, on: bool) -> None:
