@@ -339,3 +339,66 @@ os._exit(9)
     for p in left:  # do not leave them to the next test either
         os.kill(p, 9)
     assert not left, f"workers {left} outlived the process that started them"
+
+
+# -- a real JPEG Extended 12-bit file -------------------------------------------------------------
+def _gdcm_decode(path: str) -> np.ndarray:
+    """GDCM's own decode (its IJG 12-bit build, the library behind ``gdcmconv --raw``), not through pydicom."""
+    gdcm = pytest.importorskip("gdcm")
+    reader = gdcm.ImageReader()
+    reader.SetFileName(path)
+    assert reader.Read(), f"GDCM cannot read {path}"
+    image = reader.GetImage()
+    assert image.GetPixelFormat().GetBitsAllocated() == 16
+    buffer = image.GetBuffer().encode("utf-8", "surrogateescape")  # python-gdcm returns the bytes as str
+    cols, rows = image.GetDimension(0), image.GetDimension(1)
+    return np.frombuffer(buffer, dtype="<u2").reshape(rows, cols)
+
+
+def test_pydicom_jpeg_lossy_12bit_file():
+    """pydicom's JPEG-lossy.dcm (NM1_JPLY of the NEMA WG04 set, JPEG Extended 12-bit) writes Se = 0 in its
+    start-of-scan header where a sequential DCT scan must have 63.  IJG's libjpeg (dcmdjpeg, GDCM) warns
+    and decodes it; pylibjpeg-libjpeg refused it and pydicom's GDCM plugin refuses every 12-bit JPEG.
+    medview must decode it, matching GDCM's decode within the JPEG standard's IDCT tolerance (1 unit), and
+    bit for bit pydicom's repaired copy of the same file (JPGExtended.dcm: only that byte differs)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPEG-lossy.dcm")
+    info = _only_series(Path(path))
+    assert info.transfer_syntaxes == ["1.2.840.10008.1.2.4.51"]
+    vol = medview.open_image(path)
+    assert vol.array.shape == (1, 1024, 256)
+
+    reference = _gdcm_decode(path).astype(np.int64)
+    ours = vol.array[0].astype(np.int64)
+    assert int(np.abs(ours - reference).max()) <= 1
+    assert float(np.abs(ours - reference).mean()) < 0.05
+    assert ours.max() == reference.max() == 264
+
+    fixed = pydicom.dcmread(get_testdata_file("JPGExtended.dcm"))
+    np.testing.assert_array_equal(ours, fixed.pixel_array)
+
+
+def test_scan_header_repair_touches_only_broken_sequential_scans():
+    """The repair changes nothing in a valid stream, nor in a progressive one (where Se < 63 is legal)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import generate_frames
+
+    from medview.io.dicom.jpeg_markers import repair_sequential_scans
+
+    def first_frame(name: str) -> bytes:
+        ds = pydicom.dcmread(get_testdata_file(name))
+        return next(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1) or 1)))
+
+    broken, fixed = first_frame("JPEG-lossy.dcm"), first_frame("JPGExtended.dcm")
+    assert repair_sequential_scans(broken) == fixed
+    assert repair_sequential_scans(fixed) is None
+    progressive = bytearray(fixed)
+    sof = progressive.find(b"\xff\xc1")
+    progressive[sof + 1] = 0xC2  # the same headers, declared progressive
+    assert repair_sequential_scans(bytes(progressive)) is None
+    assert repair_sequential_scans(b"not a jpeg") is None
+    sos = broken.find(b"\xff\xda")
+    assert repair_sequential_scans(broken[:sos + 8]) is None  # cut inside the scan header

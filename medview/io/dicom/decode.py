@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medview.core.errors import CorruptFileError, DecodeError
 from medview.io.dicom.headers import open_source, read_dataset
+from medview.io.dicom.jpeg_markers import repair_sequential_scans
 
 _CODEC_HINTS = {
     "JPEG-LS": "pyjpegls or python-gdcm",
@@ -37,6 +39,10 @@ _PREFERRED_PLUGINS = {
     "1.2.840.10008.1.2.5": ("pylibjpeg", "gdcm"),
     "1.2.840.10008.1.2.4.51": ("pylibjpeg",),  # gdcm fails on 12-bit JPEG and logs an error first
 }
+
+
+# JPEG baseline and extended: sequential DCT, whose scan headers can be repaired (jpeg_markers)
+_SEQUENTIAL_JPEG = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
 
 
 def _plugin_for(ts: str) -> str:
@@ -72,13 +78,7 @@ def decode_frames(path: str, member: str | None, frames: list[int]) -> list[np.n
     out = []
     for index in frames:
         try:
-            try:
-                arr = pixel_array(ds, index=index if n_frames > 1 else None, decoding_plugin=plugin)
-            except Exception:
-                if not plugin:
-                    raise
-                plugin = ""  # the preferred plugin failed on this stream: let pydicom choose
-                arr = pixel_array(ds, index=index if n_frames > 1 else None)
+            arr, plugin = _decode_one(ds, index if n_frames > 1 else None, plugin, ts)
         except Exception as exc:
             raise _decode_error(exc, ds, location) from None
         if n_frames == 1 and arr.ndim == (4 if ds.get("SamplesPerPixel", 1) > 1 else 3):
@@ -87,6 +87,39 @@ def decode_frames(path: str, member: str | None, frames: list[int]) -> list[np.n
             arr = apply_color_lut(arr, ds)
         out.append(np.ascontiguousarray(arr))
     return out
+
+
+def _decode_one(ds, index: int | None, plugin: str, ts: str) -> tuple[np.ndarray, str]:
+    """One frame through ``plugin`` (else pydicom's choice); returns it and the plugin to use next."""
+    try:
+        return pixel_array(ds, index=index, decoding_plugin=plugin), plugin
+    except Exception as exc:
+        error = exc
+    if plugin:
+        try:  # the preferred plugin failed on this stream: let pydicom choose
+            return pixel_array(ds, index=index), ""
+        except Exception as exc:
+            error = exc
+    if ts in _SEQUENTIAL_JPEG and _repair_scan_headers(ds):
+        plugin = _plugin_for(ts)
+        return pixel_array(ds, index=index, decoding_plugin=plugin), plugin
+    raise error
+
+
+def _repair_scan_headers(ds) -> bool:
+    """Give a sequential JPEG's scans the only legal Ss/Se/Ah/Al (see :mod:`jpeg_markers`), in ``ds``.
+
+    False when no frame needed it (or the pixel data cannot be split into frames)."""
+    try:
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        stream = list(generate_frames(ds.PixelData, number_of_frames=n_frames))
+    except Exception:
+        return False
+    repaired = [repair_sequential_scans(frame) for frame in stream]
+    if not any(r is not None for r in repaired):
+        return False
+    ds.PixelData = encapsulate([r if r is not None else f for r, f in zip(repaired, stream, strict=True)])
+    return True
 
 
 def _decode_error(exc: Exception, ds, location: str) -> Exception:
