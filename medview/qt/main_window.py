@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
     load_finished = Signal(object)
     load_failed = Signal(str)
     load_cancelled = Signal()
+    seg_exported = Signal(str)  # the DICOM SEG file written
 
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
@@ -85,6 +86,8 @@ class MainWindow(QMainWindow):
         self._middle_shown = threading.Event()  # set once the loading series' middle slice is on screen
         self.current_path = ""
         self.current_uid = ""
+        self._loading_info = None
+        self.loaded_info = None  # the scanned series on screen (SeriesInfo for DICOM)
         self.grid = ViewGrid(self.state)
         self.setCentralWidget(self.grid)
         self.cine = QTimer(self)
@@ -168,7 +171,9 @@ class MainWindow(QMainWindow):
 
         self._action("&Open file...", self._choose_file, QKeySequence.StandardKey.Open, menu=file_menu)
         self._action("Open DICOM &folder...", self._choose_folder, "Ctrl+Shift+O", menu=file_menu)
-        self._action("Open &label map...", self._choose_labels, "Ctrl+L", menu=file_menu)
+        self._action("Open &label map or segmentation (SEG)...", self._choose_labels, "Ctrl+L", menu=file_menu)
+        self.export_seg_action = self._action("Export labels as DICOM &SEG...", self.choose_seg_output,
+                                              menu=file_menu)
         self.recent_menu = file_menu.addMenu("Recent")
         self._fill_recent()
         file_menu.addSeparator()
@@ -358,10 +363,50 @@ class MainWindow(QMainWindow):
             self.open_path(path)
 
     def _choose_labels(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open label map", "", "Label maps (*.nii *.nii.gz *.nrrd "
-                                              "*.mha *.mhd);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open label map or segmentation", "",
+                                              "Label maps and DICOM SEG (*.nii *.nii.gz *.nrrd *.mha *.mhd *.dcm);;"
+                                              "All files (*)")
         if path:
             self.open_labels(path)
+
+    def _seg_source(self):
+        """The DICOM series on screen that a SEG can reference, or a reason why there is none."""
+        info = self.loaded_info
+        if self.state.volume is None or info is None:
+            return None, "Open the DICOM series the labels were drawn on first."
+        if not hasattr(info, "series_uid") or not getattr(info, "frames", None):
+            return None, ("A DICOM SEG references the DICOM images it was drawn on; this image was not read "
+                          "from DICOM. Save the labels as NIfTI or NRRD instead (Labels panel: Save).")
+        if self.state.labels is None or not self.state.labels.present_values():
+            return None, "There are no labels to export: draw or load a label map first."
+        return info, ""
+
+    def choose_seg_output(self) -> None:
+        info, reason = self._seg_source()
+        if info is None:
+            QMessageBox.information(self, "Export DICOM SEG", reason)
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export labels as DICOM SEG", "seg.dcm", "DICOM (*.dcm)")
+        if path:
+            self.export_seg(path)
+
+    def export_seg(self, path: str, description: str = "Segmentation") -> Worker | None:
+        """Write the label map as a DICOM SEG referencing the series on screen (in a worker)."""
+        from medview.io.seg import write_seg
+
+        info, reason = self._seg_source()
+        if info is None:
+            self._on_failed(reason)
+            return None
+        worker = Worker(write_seg, self.state.labels, info, path, description=description)
+        worker.signals.finished.connect(lambda written: self._seg_written(written))
+        self._run(worker, f"Writing DICOM SEG {os.path.basename(path)}...")
+        return worker
+
+    def _seg_written(self, path: str) -> None:
+        self._end_load()
+        self.statusBar().showMessage(f"DICOM SEG written: {path}", 15000)
+        self.seg_exported.emit(path)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
         if event.mimeData().hasUrls():
@@ -430,6 +475,7 @@ class MainWindow(QMainWindow):
         worker.signals.partial.connect(self._on_partial)
         worker.signals.finished.connect(self._on_loaded)
         self.current_path, self.current_uid = path, info.uid
+        self._loading_info = info
         self.browser.select_uid(info.uid)
         self._run(worker, f"Loading {info.uid}...")
 
@@ -496,6 +542,7 @@ class MainWindow(QMainWindow):
             return
         self._end_load()
         self.volume = volume
+        self.loaded_info = self._loading_info  # the series on screen (a SEG export references it)
         same = self.state.volume is volume
         self.state.set_volume(volume, keep_view=same)
         self._auto_labels()
