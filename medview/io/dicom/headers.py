@@ -9,6 +9,7 @@ pixel data and can run in worker processes.
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import zipfile
@@ -79,6 +80,7 @@ class FrameRecord:
     float_pixels: bool = False
     has_palette: bool = False
     is_enhanced: bool = False
+    notes: tuple[str, ...] = ()  # what the scan should warn about this frame (e.g. RT Dose frame positions)
 
     @property
     def location(self) -> str:
@@ -106,6 +108,7 @@ _KEYWORDS = (
     "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "PlanePositionSequence",
     "PlaneOrientationSequence", "PixelMeasuresSequence", "PixelValueTransformationSequence",
     "FrameVOILUTSequence", "FrameContentSequence", "StackID", "TemporalPositionIndex",
+    "GridFrameOffsetVector", "DoseGridScaling", "DoseUnits",
 )
 TAG = {kw: tag_for_keyword(kw) for kw in _KEYWORDS}
 _TEXT_VRS = {"DS", "IS", "UI", "CS", "DA", "TM", "AS"}
@@ -300,11 +303,16 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
     if per_frame_tag not in ds._dict and shared_tag not in ds._dict:
         position = _float_tuple(ds, "ImagePositionPatient", 3)
         orientation = _float_tuple(ds, "ImageOrientationPatient", 6)
+        positions: list[tuple[float, float, float] | None] = [position] * n_frames
+        notes: tuple[str, ...] = ()
+        if modality == "RTDOSE":
+            slope, intercept, rescale_type = _dose_scaling(ds)
+            positions, notes = _dose_frame_positions(ds, position, orientation, n_frames)
         return [FrameRecord(
-            frame=i, position=position, orientation=orientation,  # type: ignore[arg-type]
+            frame=i, position=positions[i], orientation=orientation,  # type: ignore[arg-type]
             pixel_spacing=spacing, spacing_source=spacing_source,
             slope=1.0 if slope is None else slope, intercept=0.0 if intercept is None else intercept,
-            rescale_type=rescale_type, windows=base_windows, pixel_offset=frame_offset(i), **common,
+            rescale_type=rescale_type, windows=base_windows, pixel_offset=frame_offset(i), notes=notes, **common,
         ) for i in range(n_frames)]
 
     # Enhanced multi-frame: each frame's macros come from its per-frame item, else the shared item.
@@ -341,6 +349,57 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
             record.slice_thickness = _first_float(measures, "SliceThickness")
         records.append(record)
     return records
+
+
+def _dose_scaling(ds: Dataset) -> tuple[float | None, float, str]:
+    """RT Dose (PS3.3 C.8.8.3): dose = stored value x DoseGridScaling, in DoseUnits (GY or RELATIVE)."""
+    scaling = _first_float(ds, "DoseGridScaling")
+    if scaling is None or not math.isfinite(scaling) or scaling <= 0:
+        scaling = _first_float(ds, "RescaleSlope")  # not in the RT Dose module; some writers add it
+    units = _str(ds, "DoseUnits").upper()
+    return scaling, 0.0, {"GY": "Gy", "RELATIVE": "relative dose"}.get(units, units.lower() or "Gy")
+
+
+def _dose_frame_positions(ds: Dataset, position: tuple[float, float, float] | None,
+                          orientation: tuple[float, ...] | None, n_frames: int
+                          ) -> tuple[list[tuple[float, float, float] | None], tuple[str, ...]]:
+    """Each frame's ImagePositionPatient from GridFrameOffsetVector (PS3.3 C.8.8.3.2).
+
+    The standard's two forms: the first offset is 0, so the offsets are distances from
+    ImagePositionPatient along the slice normal (row x column direction); or the first offset equals
+    ImagePositionPatient's z and the offsets are patient z coordinates, which the standard allows for
+    axial grids only.
+    """
+    same: list[tuple[float, float, float] | None] = [position] * n_frames
+    if n_frames == 1 or position is None or orientation is None:
+        return same, ()
+    offsets = _values(ds, "GridFrameOffsetVector")
+    try:
+        values = [float(v) for v in offsets or ()]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != n_frames or not all(math.isfinite(v) for v in values):
+        found = ("non-numeric values" if offsets and not values else
+                 f"{len(values)} value(s)" if len(values) != n_frames else "non-finite values")
+        return same, (f"RT Dose grid has {n_frames} frames but its GridFrameOffsetVector has {found}; "
+                      "frame positions are unknown",)
+    row, col = orientation[:3], orientation[3:]
+    normal = (row[1] * col[2] - row[2] * col[1], row[2] * col[0] - row[0] * col[2], row[0] * col[1] - row[1] * col[0])
+    size = math.sqrt(sum(c * c for c in normal))
+    if size == 0:
+        return same, ()
+    normal = tuple(c / size for c in normal)
+    notes: list[str] = []
+    x, y, z = position
+    if values[0] != 0 and abs(normal[2]) > 0.999:  # absolute: z coordinates of the frames
+        if abs(values[0] - z) > 0.01:
+            notes.append(f"RT Dose GridFrameOffsetVector starts at {values[0]:g} mm, not 0 (relative) nor the "
+                         f"grid's z = {z:g} mm (absolute); read as z coordinates")
+        return [(x, y, v) for v in values], tuple(notes)
+    if values[0] != 0:
+        notes.append(f"RT Dose GridFrameOffsetVector starts at {values[0]:g} mm on a grid that is not axial; "
+                     "read as distances from ImagePositionPatient along the slice normal")
+    return [(x + v * normal[0], y + v * normal[1], z + v * normal[2]) for v in values], tuple(notes)
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:

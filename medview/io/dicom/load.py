@@ -56,7 +56,7 @@ def output_dtype(frames: list[FrameRecord]) -> tuple[np.dtype, bool]:
     first = frames[0]
     if first.samples_per_pixel > 1 or first.has_palette:
         return np.dtype(np.uint8 if first.bits_allocated <= 8 and not first.has_palette else np.uint16), False
-    if first.float_pixels:
+    if first.float_pixels or first.modality == "RTDOSE":  # dose in Gy: stored x DoseGridScaling
         return np.dtype(np.float32), False
     lo, hi = np.inf, -np.inf
     for rec in frames:

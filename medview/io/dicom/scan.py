@@ -285,6 +285,8 @@ def _build_series(uid: str, parts_total: int, index: int, recs: list[FrameRecord
         slots, geometry, more = _stack_geometry(recs, ps, label)
         warnings.extend(more)
 
+    for note in dict.fromkeys(n for r in recs for n in r.notes):
+        warnings.append(note)
     photometric = first.photometric
     if photometric == "MONOCHROME1":
         warnings.append("MONOCHROME1 image: values were inverted so that bright means dense")
