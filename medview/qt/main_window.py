@@ -52,17 +52,11 @@ MAX_RECENT = 10
 # how long a loader waits for the window to show its middle slice before it reads the others anyway
 MIDDLE_SLICE_WAIT_S = 0.25
 
-SHORTCUTS = [
+# Mouse gestures and keys the views handle themselves; every menu or toolbar action's shortcut is listed
+# from the actions (MainWindow.shortcut_rows), so the list cannot miss one.
+GESTURES = [
     ("Wheel, Up/Down, PageUp/PageDown", "scroll slices"), ("Ctrl+wheel", "zoom"), ("Middle drag", "pan"),
-    ("Right drag", "window/level"), ("Double-click", "reset zoom"), ("Home", "reset zoom in all views"),
-    ("Ctrl+1 / Ctrl+3 / Ctrl+4 / Ctrl+5", "layout 1x1 / 1x3 / 2x2 / 3D"),
-    ("C D A R E F", "tool: crosshair, distance, angle, rectangle, ellipse, freehand"),
-    ("1-8", "CT presets (brain, subdural, stroke, lung, mediastinum, abdomen, liver, bone)"),
-    ("0", "automatic window (1-99 %)"), ("I", "invert"), ("P", "hide/show patient identifiers"),
-    ("[ and ]", "rotate the crosshair (oblique MPR)"), ("O", "back to orthogonal planes"),
-    ("Space", "cine play/pause"), ("Delete", "delete selected measurement"),
-    ("Ctrl+S / Ctrl+Shift+S", "snapshot of the view / the layout"), ("Ctrl+O / Ctrl+Shift+O", "open file / folder"),
-    ("F1", "this list"),
+    ("Right drag", "window/level"), ("Double-click", "reset zoom"), ("Delete", "delete selected measurement"),
 ]
 
 
@@ -338,8 +332,22 @@ class MainWindow(QMainWindow):
             view.paint_capture(pixmap, widget)
         return pixmap
 
+    def shortcut_rows(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for F1: the views' gestures, then every action with a shortcut."""
+        rows = list(GESTURES)
+        seen: set[str] = set()
+        for action in self.findChildren(QAction):
+            keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            name = action.text().replace("&", "").rstrip(".").strip()
+            if keys and name and keys not in seen:
+                seen.add(keys)
+                rows.append((keys, name))
+        return rows
+
     def show_shortcuts(self) -> None:
-        text = "\n".join(f"{k:34s} {v}" for k, v in SHORTCUTS)
+        from html import escape
+
+        text = escape("\n".join(f"{k:34s} {v}" for k, v in self.shortcut_rows()))
         box = QMessageBox(self)
         box.setWindowTitle("Keyboard shortcuts")
         box.setText(f"<pre>{text}</pre>")

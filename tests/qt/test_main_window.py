@@ -515,3 +515,15 @@ def test_other_slices_are_read_after_the_middle_one_is_shown(qtbot, window: Main
     shown_at = kinds.index("shown")
     assert shown_at == 1 and events[0] == ("read", n // 2), events[:4]  # the middle slice, then shown
     assert sorted(z for kind, z in events if kind == "read") == list(range(n))
+
+
+def test_f1_lists_every_shortcut_of_the_window(qtbot, window) -> None:
+    """The F1 list is made from the actions: brush/eraser/region-grow keys and undo/redo were missing."""
+    from PySide6.QtGui import QAction, QKeySequence
+
+    rows = dict(window.shortcut_rows())
+    for keys in ("B", "X", "G", "Ctrl+Z", "Ctrl+Shift+Z", "F1", "Ctrl+L", "Space", "I", "P"):
+        assert keys in rows, f"{keys} is not in the F1 list"
+    assert rows["Ctrl+Z"] == "Undo" and rows["B"] == "Paint" and rows["G"] == "Fill" and rows["X"] == "Erase"
+    every = {a.shortcut().toString(QKeySequence.SequenceFormat.NativeText) for a in window.findChildren(QAction)}
+    assert every - {""} <= set(rows)
