@@ -182,6 +182,25 @@ def _first_float(ds: Dataset | None, keyword: str) -> float | None:
         return None
 
 
+def _rescale_value(ds: Dataset | None, keyword: str, default: float, notes: list[str]) -> float | None:
+    """RescaleSlope / RescaleIntercept as a finite number; None when absent.
+
+    A value that is present but not a finite number (``'x'``, NaN) cannot be applied: ``default`` is used
+    and a note says so, because the image's values are then not in its real units."""
+    v = _values(ds, keyword) if ds is not None else None
+    if not v:
+        return None
+    try:
+        value = float(v[0])
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isfinite(value):
+        return value
+    notes.append(f"{keyword} {str(v[0])[:16]!r} is not a number; {default:g} was used instead, so the values "
+                 "may not be in the image's real units")
+    return default
+
+
 def _int(ds: Dataset | None, keyword: str) -> int | None:
     v = _first_float(ds, keyword)
     return int(v) if v is not None else None
@@ -291,8 +310,9 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
     )
     spacing, spacing_source = _pixel_spacing(ds)
     base_windows = _windows(ds)
-    slope = _first_float(ds, "RescaleSlope")
-    intercept = _first_float(ds, "RescaleIntercept")
+    rescale_notes: list[str] = []
+    slope = _rescale_value(ds, "RescaleSlope", 1.0, rescale_notes)
+    intercept = _rescale_value(ds, "RescaleIntercept", 0.0, rescale_notes)
     rescale_type = _str(ds, "RescaleType") or ("HU" if modality == "CT" else "")
 
     def frame_offset(i: int) -> int | None:
@@ -304,10 +324,11 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         position = _float_tuple(ds, "ImagePositionPatient", 3)
         orientation = _float_tuple(ds, "ImageOrientationPatient", 6)
         positions: list[tuple[float, float, float] | None] = [position] * n_frames
-        notes: tuple[str, ...] = ()
+        notes: tuple[str, ...] = tuple(rescale_notes)
         if modality == "RTDOSE":
             slope, intercept, rescale_type = _dose_scaling(ds)
-            positions, notes = _dose_frame_positions(ds, position, orientation, n_frames)
+            positions, dose_notes = _dose_frame_positions(ds, position, orientation, n_frames)
+            notes = (*notes, *dose_notes)
         return [FrameRecord(
             frame=i, position=positions[i], orientation=orientation,  # type: ignore[arg-type]
             pixel_spacing=spacing, spacing_source=spacing_source,
@@ -328,8 +349,9 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         voi = _functional(group, shared, "FrameVOILUTSequence")
         content = _seq_item(group, "FrameContentSequence")
         f_spacing = _float_tuple(measures, "PixelSpacing", 2)
-        f_slope = _first_float(transform, "RescaleSlope")
-        f_intercept = _first_float(transform, "RescaleIntercept")
+        frame_notes = list(rescale_notes)
+        f_slope = _rescale_value(transform, "RescaleSlope", 1.0, frame_notes)
+        f_intercept = _rescale_value(transform, "RescaleIntercept", 0.0, frame_notes)
         stack_key: tuple[Any, ...] = ()
         if content is not None:
             stack_key = (_str(content, "StackID"), _int(content, "TemporalPositionIndex"))
@@ -343,7 +365,7 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
             intercept=f_intercept if f_intercept is not None else (0.0 if intercept is None else intercept),
             rescale_type=(_str(transform, "RescaleType") if transform is not None else "") or rescale_type,
             windows=_windows(voi) if voi is not None else base_windows,
-            stack_key=stack_key, pixel_offset=frame_offset(i), is_enhanced=True, **common,
+            stack_key=stack_key, pixel_offset=frame_offset(i), is_enhanced=True, notes=tuple(frame_notes), **common,
         )
         if record.slice_thickness is None:
             record.slice_thickness = _first_float(measures, "SliceThickness")
