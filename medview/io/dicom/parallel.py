@@ -49,8 +49,22 @@ def worker_count() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+def in_daemon_process() -> bool:
+    """True inside a daemonic process (a Dask worker, another pool's worker), which may not start children
+    ("daemonic processes are not allowed to have children"): work is then done in this process."""
+    return bool(mp.current_process().daemon)
+
+
 def pool_available() -> bool:
-    return not _DISABLED and worker_count() > 1
+    """Whether work may be spread over worker processes (more than one CPU, processes allowed here)."""
+    return not _DISABLED and worker_count() > 1 and not in_daemon_process()
+
+
+def isolation_available() -> bool:
+    """Whether untrusted compressed data can be decoded in a worker process, even with one CPU, so that a codec
+    that aborts (an uncaught C++ exception, a Rust panic set to abort) ends that worker, not medview.  Not in a
+    daemonic process: there the process itself is the isolated worker (Dask reports its death as a failed case)."""
+    return not _DISABLED and not in_daemon_process()
 
 
 def _init_worker(owner: int) -> None:
@@ -58,7 +72,18 @@ def _init_worker(owner: int) -> None:
     workers decode), and end when that process ends, however it ends."""
     with contextlib.suppress(OSError):  # not permitted: run at normal priority
         os.nice(10)
+    _quiet_output()
     _end_with(owner)
+
+
+def _quiet_output() -> None:
+    """Send a worker's stdout and stderr to /dev/null: codecs print there (GDCM's warnings, a C++ runtime's
+    'terminate called ...' before an abort), and medview reports what went wrong in its own one line."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
 
 
 def _end_with(owner: int) -> None:
@@ -141,6 +166,16 @@ def start_in_background() -> None:
             return
         _WARMING = threading.Thread(target=warm_up, name="medview-warm-up", daemon=True)
     _WARMING.start()
+
+
+def reset_pool() -> None:
+    """Drop a pool whose worker died (e.g. a codec aborted on a damaged file): the next use starts a new one."""
+    global _POOL
+    with _LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def shutdown() -> None:
