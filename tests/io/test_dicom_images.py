@@ -285,13 +285,16 @@ def test_jpeg_extended_12bit_nm():
 @pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG3_UNCR.dcm"])
 def test_monochrome1_is_inverted(name):
     path = _file(name)
-    assert pydicom.dcmread(path, stop_before_pixels=True).PhotometricInterpretation == "MONOCHROME1"
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    assert "RescaleSlope" not in ds and ds.PixelRepresentation == 0  # stored values are the values
     info = _only_series(path)
     assert info.kind == "image2d"
     values = _modality(path)
     vol = medview.open_image(path)
     assert vol.array.shape == values.shape
-    np.testing.assert_array_equal(vol.array, values.max() + values.min() - values)
+    # the standard's mirror of the stored range (2^BitsStored - 1) - v, not of the values that occur
+    np.testing.assert_array_equal(vol.array, (2 ** ds.BitsStored - 1) - values)
 
 
 def test_monochrome1_lossless_j2k_equals_uncompressed():
@@ -302,13 +305,12 @@ def test_monochrome1_lossless_j2k_equals_uncompressed():
 
 def test_monochrome1_window_is_mirrored():
     """The file's window (15000/30000) applies to the stored values; after inversion the same
-    display needs the centre mirrored about (min + max)/2."""
+    display needs the centre mirrored as the values are: c -> (2^BitsStored - 1) - c."""
     path = _file("RG1_UNCR.dcm")
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    values = _modality(path)
     vol = medview.open_image(path)
     centre, width = float(ds.WindowCenter), float(ds.WindowWidth)
-    assert _presets(vol) == [(values.max() + values.min() - centre, width)]
+    assert _presets(vol) == [((2 ** ds.BitsStored - 1) - centre, width)]
 
 
 # -- colour -------------------------------------------------------------------------------------

@@ -81,6 +81,8 @@ class FrameRecord:
     has_palette: bool = False
     is_enhanced: bool = False
     notes: tuple[str, ...] = ()  # what the scan should warn about this frame (e.g. RT Dose frame positions)
+    # PatientOrientation (PS3.3 C.7.6.1.1.1): patient directions of the rows and of the columns, e.g. ('L', 'F')
+    patient_orientation: tuple[str, ...] = ()
 
     @property
     def location(self) -> str:
@@ -108,7 +110,7 @@ _KEYWORDS = (
     "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "PlanePositionSequence",
     "PlaneOrientationSequence", "PixelMeasuresSequence", "PixelValueTransformationSequence",
     "FrameVOILUTSequence", "FrameContentSequence", "StackID", "TemporalPositionIndex",
-    "GridFrameOffsetVector", "DoseGridScaling", "DoseUnits",
+    "GridFrameOffsetVector", "DoseGridScaling", "DoseUnits", "PatientOrientation",
 )
 TAG = {kw: tag_for_keyword(kw) for kw in _KEYWORDS}
 _TEXT_VRS = {"DS", "IS", "UI", "CS", "DA", "TM", "AS"}
@@ -299,7 +301,7 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         image_type=tuple(str(v) for v in (_values(ds, "ImageType") or [])),
         rows=rows, columns=cols, samples_per_pixel=spp, bits_allocated=bits_alloc,
         bits_stored=_int(ds, "BitsStored") or bits_alloc, pixel_representation=_int(ds, "PixelRepresentation") or 0,
-        photometric=photometric,
+        photometric=photometric, patient_orientation=tuple(_values(ds, "PatientOrientation") or ()),
         slice_thickness=_first_float(ds, "SliceThickness"),
         spacing_between_slices=_first_float(ds, "SpacingBetweenSlices"),
         gantry_tilt=_first_float(ds, "GantryDetectorTilt") or 0.0,

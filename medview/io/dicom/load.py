@@ -359,7 +359,7 @@ def _load(info: SeriesInfo, dtype: np.dtype, check: bool, task: TaskContext | No
             if rec is None:
                 out[z] = fill
     if first.photometric == "MONOCHROME1" and out.ndim == 3:
-        _invert(volume)
+        _invert(volume, first)
     report(task, 1.0, f"Loaded {info.n_slices} slices", force=True)
     return volume
 
@@ -423,14 +423,30 @@ def _load_coded(coded: list[tuple[int, FrameRecord]], out: np.ndarray, task: Tas
             finished(z)
 
 
-def _invert(volume: Volume) -> None:
-    """MONOCHROME1: make bright mean dense, mirroring the file's windows too."""
+def _invert(volume: Volume, rec: FrameRecord) -> None:
+    """MONOCHROME1 (the minimum stored value is white, PS3.3 C.7.6.3.1.2): make bright mean dense.
+
+    The stored range is mirrored, s -> (2^BitsStored - 1) - s, which depends on the file's declared bits,
+    not on the values that happen to occur; after the rescale that is v -> (lo + hi) - v with lo and hi
+    the rescaled ends of the stored range.  The standard gives no formula for signed stored values
+    (PixelRepresentation 1); its intent, the lowest possible value shown as the highest, is the same
+    mirror of their range -2^(b-1) .. 2^(b-1) - 1: s -> -1 - s.  The file's windows are mirrored with it.
+    Float pixel data has no stored range: it is mirrored about its own minimum and maximum.
+    """
     arr = volume.array
-    lo, hi = arr.min(), arr.max()
-    total = arr.dtype.type(lo + hi) if np.issubdtype(arr.dtype, np.integer) else lo + hi
-    np.subtract(total, arr, out=arr)
+    if rec.float_pixels:
+        total = float(arr.min()) + float(arr.max())
+    else:
+        s_lo, s_hi = _stored_range(rec)
+        total = (s_lo + s_hi) * rec.slope + 2 * rec.intercept
+    if np.issubdtype(arr.dtype, np.integer):
+        total = round(total)
+        info = np.iinfo(arr.dtype)
+        if total - int(arr.max()) < info.min or total - int(arr.min()) > info.max:
+            raise _DoesNotFitError  # loaded again as int32
+    np.subtract(arr.dtype.type(total), arr, out=arr)
     volume.metadata.window_presets = [
-        WindowPreset(float(lo + hi) - w.center, w.width, w.name) for w in volume.metadata.window_presets
+        WindowPreset(float(total) - w.center, w.width, w.name) for w in volume.metadata.window_presets
     ]
 
 
@@ -455,5 +471,30 @@ def _metadata(info: SeriesInfo, dtype: np.dtype) -> VolumeMetadata:
         photometric=_array_photometric(first), units=units, window_presets=presets,
         warnings=list(info.warnings), source=info.source,
         extra={"transfer_syntaxes": info.transfer_syntaxes, "files": info.file_count,
-               "dtype": str(dtype), "kind": info.kind, "file_photometric": first.photometric},
+               "dtype": str(dtype), "kind": info.kind, "file_photometric": first.photometric,
+               **_projection_extra(info)},
     )
+
+
+# 2D projection radiography (PS3.3 C.8: CR, DX, MG, IO, XA, RF, panoramic PX): labelled by their modality
+PROJECTION_LABELS = ("CR", "DX", "MG", "IO", "PX", "XA", "RF")
+
+
+def _projection_extra(info: SeriesInfo) -> dict:
+    """For a 2D image: what the viewer calls it instead of a slice plane, and its patient directions.
+
+    ``view_label``: the modality for projection radiographs and for any single image without a position
+    in the patient (``"2D image"`` with no modality).  ``patient_frame``: False when the image has no
+    ImageOrientationPatient, so its grid's directions are made up and world letters (L/P/S) mean nothing.
+    ``patient_orientation``: PatientOrientation's row and column directions (e.g. ``['L', 'F']``).
+    """
+    first = info.first
+    if info.kind != "image2d":
+        return {}
+    placed = first.orientation is not None
+    extra: dict = {"patient_frame": placed}
+    if first.modality in PROJECTION_LABELS or not placed:
+        extra["view_label"] = first.modality or "2D image"
+    if len(first.patient_orientation) == 2 and all(first.patient_orientation):
+        extra["patient_orientation"] = [str(v).upper() for v in first.patient_orientation]
+    return extra

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 import pyqtgraph as pg
@@ -221,3 +222,76 @@ def nice_length(mm: float) -> float:
         return 0.0
     k = 10 ** np.floor(np.log10(mm))
     return float(max(m * k for m in (1, 2, 5) if m * k <= mm))
+
+
+class ProjectionView(NamedTuple):
+    """How a view annotates a 2D image (see :func:`projection_view`); None keeps the view's own."""
+
+    label: str | None  # instead of 'Axial' etc.
+    letters: dict[str, str] | None  # instead of the world (L/R/A/P/S/I) letters
+    patient_frame: bool  # False: the image has no position in the patient, so no slice position either
+
+
+_NOT_A_PROJECTION = ProjectionView(None, None, True)
+
+
+def projection_view(extra: dict, direction, u, v) -> ProjectionView:
+    """Annotations of a 2D image (a radiograph, a photo) as the loader described it in ``metadata.extra``.
+
+    In the image's own plane the view is named by ``view_label`` (the modality: 'CR', 'DX', ...), not by a
+    slice plane.  An image without a patient frame (no ImageOrientationPatient) gets PatientOrientation's
+    letters, or none, never world letters made up from its placeholder grid, and no slice position.
+    """
+    if extra.get("kind") != "image2d":
+        return _NOT_A_PROJECTION
+    normal = np.cross(np.asarray(u, dtype=float), np.asarray(v, dtype=float))
+    z_axis = np.asarray(direction, dtype=float).reshape(3, 3)[:, 2]
+    in_plane = abs(float(normal @ z_axis)) > 0.999 * (np.linalg.norm(normal) * np.linalg.norm(z_axis) or 1.0)
+    placed = bool(extra.get("patient_frame", True))
+    letters = None if placed else patient_orientation_letters(extra.get("patient_orientation"), direction, u, v)
+    return ProjectionView(extra.get("view_label") if in_plane else None, letters, placed)
+
+
+# PatientOrientation letters of a biped (PS3.3 C.7.6.1.1.1) and their opposites; a value may combine several
+# (e.g. 'LF': toward the patient's left and feet)
+_OPPOSITE = {"A": "P", "P": "A", "L": "R", "R": "L", "H": "F", "F": "H"}
+
+
+def patient_orientation_letters(patient_orientation, direction, u, v) -> dict[str, str]:
+    """Edge letters of an image without a patient frame (a radiograph), from its PatientOrientation.
+
+    PatientOrientation names the patient direction of the rows (first pixel to last of a row: the image's
+    +x index axis) and of the columns (top row to bottom: +y).  The view's screen right ``u`` and down ``v``
+    are matched to those axes (a flipped or turned view swaps or mirrors them): the row letter goes on the
+    edge the rows run toward, the column letter on the edge the columns run toward, their opposites on the
+    other edges (only for the biped letters A/P/L/R/H/F, the opposite of a quadruped's code is not drawn).
+    A view across the image (not its own plane) gets no letters.
+
+    Parameters
+    ----------
+    patient_orientation
+        The two values, e.g. ``['L', 'F']``; anything else gives no letters.
+    direction
+        The volume geometry's 3x3 direction (row-major 9 numbers, columns are the index axes).
+    u, v
+        The view's screen axes in the volume's world frame.
+    """
+    if not patient_orientation or len(patient_orientation) != 2:
+        return {}
+    axes = np.asarray(direction, dtype=float).reshape(3, 3).T  # axes[0]: +x index (along a row), axes[1]: +y
+    letters: dict[str, str] = {}
+    for screen, (toward, away) in ((np.asarray(u, dtype=float), ("right", "left")),
+                                   (np.asarray(v, dtype=float), ("bottom", "top"))):
+        screen = screen / (np.linalg.norm(screen) or 1.0)
+        dots = axes[:2] @ screen
+        axis = int(np.argmax(np.abs(dots)))
+        if abs(dots[axis]) < 0.999:
+            return {}
+        letter = str(patient_orientation[axis]).upper()
+        opposite = "".join(_OPPOSITE[c] for c in letter) if letter and set(letter) <= set(_OPPOSITE) else ""
+        if dots[axis] < 0:
+            letter, opposite = opposite, letter
+        for side, text in ((toward, letter), (away, opposite)):
+            if text:
+                letters[side] = text
+    return letters

@@ -35,7 +35,7 @@ from medview.app.measurements import Measurement
 from medview.app.viewer import VIEWS, ViewerState
 from medview.core.errors import MedviewError
 from medview.core.geometry import slice_position_text
-from medview.qt.views.overlay import OverlayLayer, SliceGraphicsView, nice_length
+from medview.qt.views.overlay import OverlayLayer, SliceGraphicsView, nice_length, projection_view
 from medview.qt.views.slice_image import SliceImageItem
 
 VIEW_COLORS = {"axial": (230, 60, 60), "coronal": (60, 200, 80), "sagittal": (230, 200, 40)}
@@ -675,14 +675,15 @@ class SliceView(QWidget):
             return
         self._overlay_plane = plane
         top_left, bottom_right, letters, bar_mm, bar_px = self._overlay_parts
-        position = slice_position_text(plane.origin, plane.normal())  # the slice shown, not the cursor
+        shown = projection_view(volume.metadata.extra, volume.geometry.direction, plane.u, plane.v)  # radiograph?
+        position = slice_position_text(plane.origin, plane.normal()) if shown.patient_frame else ""  # the slice shown
         k, n = self._slice_position()
-        slice_text = self.view.capitalize()
+        slice_text = shown.label or self.view.capitalize()
         if k is not None:
             slice_text += f"  {k + 1}/{n}"
         if self.state.slab_mm > 0:
             slice_text += f"  {self.state.slab_mode.upper()} {self.state.slab_mm:g} mm"
-        corners = {"top_left": top_left, "top_right": [], "bottom_left": [slice_text, position],
+        corners = {"top_left": top_left, "top_right": [], "bottom_left": [slice_text, position][:2 if position else 1],
                    "bottom_right": bottom_right}
         o = self.overlay
         if (corners, letters, bar_mm, round(bar_px)) != (o.corners, o.letters, o.bar_mm, round(o.bar_px)):
@@ -707,7 +708,10 @@ class SliceView(QWidget):
             bottom_right.insert(0, "oblique")
         bar_mm = nice_length((x1 - x0) / 5.0)
         bar_px = bar_mm / mm_per_px if mm_per_px > 0 else 0.0
-        return top_left, bottom_right, orientation_letters(plane.u, plane.v), bar_mm, bar_px
+        letters = projection_view(md.extra, volume.geometry.direction, plane.u, plane.v).letters
+        if letters is None:
+            letters = orientation_letters(plane.u, plane.v)
+        return top_left, bottom_right, letters, bar_mm, bar_px
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
