@@ -43,12 +43,16 @@ import numpy as np
 
 from medview.core.errors import MedviewError
 from medview.core.geometry import Geometry
+from medview.core.modality import modality_mismatch
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume, VolumeMetadata
 
-__all__ = ["DRR_OUTPUTS", "DRR_VIEWS", "MU_WATER_PER_MM", "drr", "lps_aligned_grid"]
+__all__ = ["DRR_MODALITY", "DRR_OUTPUTS", "DRR_VIEWS", "MU_WATER_PER_MM", "drr", "lps_aligned_grid",
+           "modality_problem"]
 
 DRR_VIEWS = ("ap", "lateral")
+#: Hounsfield units are attenuation: of every other modality (MR, PET, US, ...) a ray sum is no radiograph
+DRR_MODALITY = "CT"
 DRR_OUTPUTS = ("line_integral", "intensity")
 #: Linear attenuation of water at about 70 keV, per mm.
 MU_WATER_PER_MM = 0.0195
@@ -145,6 +149,13 @@ def _resampled_slabs(volume: Volume, grid: Geometry) -> Callable[[int, int], np.
         return sitk.GetArrayFromImage(resampler.Execute(source))  # a copy: the image is freed on return
 
     return slab
+
+
+def modality_problem(volume: Volume) -> str | None:
+    """None for a CT; else why a radiograph of ``volume`` would mean nothing (MR, or a file that does not say
+    its modality, such as NRRD or NIfTI).  Callers ask the user before they project such an image anyway:
+    :func:`drr` itself projects what it is given."""
+    return modality_mismatch(DRR_MODALITY, volume.modality, "A virtual radiograph")
 
 
 def drr(volume: Volume, view: str = "ap", *, mu_water_per_mm: float = MU_WATER_PER_MM,

@@ -16,6 +16,7 @@ from typing import Any
 from medview.app import replay
 from medview.core.errors import MedviewError, WriteError
 from medview.core.labels import LabelMap
+from medview.core.modality import check_modality
 from medview.core.tasks import TaskContext, report
 from medview.core.volume import Volume
 from medview.inference import backends, cards, pipeline
@@ -52,6 +53,22 @@ def _write_label_table(labels: LabelMap, output: str, provenance: dict[str, Any]
     return str(path)
 
 
+def input_problems(model: str, volume: Volume) -> dict[str, str | None]:
+    """What running ``model`` on ``volume`` would need the user's word for, before any weights load (the AI
+    panel asks about it): ``{"modality": sentence or None, "intensity": sentence or None, "task": the card's}``."""
+    card = cards.find_model(model, verify_weights=False)
+    modality, intensity = pipeline.input_problems(card, volume)
+    return {"modality": modality, "intensity": intensity, "task": card.task}
+
+
+def check_model_input(card: cards.ModelCard, volume: Volume, allow_modality_mismatch: bool = False) -> list[str]:
+    """Refuse a study of another (or an unknown) modality than the card's unless ``allow_modality_mismatch``
+    (:class:`~medview.core.modality.ModalityMismatchError`, nothing run); the warnings to report otherwise."""
+    modality = check_modality(card.modality, volume.modality, f"The model {card.name}",
+                              allow_mismatch=allow_modality_mismatch)
+    return [w for w in (modality, pipeline.intensity_warning(card, volume)) if w]
+
+
 @dataclass
 class InferenceResult:
     """What ``medview infer`` reports: files written, the model's provenance and the time taken."""
@@ -66,18 +83,21 @@ class InferenceResult:
 
 def infer_file(model: str, input: str, output: str, device: str = "auto", task: TaskContext | None = None,
                series: str | None = None, batch_size: int | None = None,
-               memory_budget_mb: float | None = None) -> InferenceResult:
+               memory_budget_mb: float | None = None, allow_modality_mismatch: bool = False) -> InferenceResult:
     """Run ``model`` (name or folder) on the image at ``input`` and write the result to ``output``.
 
     A segmentation is written as a label image with ``<stem>_labels.json`` beside it (label names,
     colours and the model's name, version and card hash); an image-to-image model writes a float32 image.
+    An image of another modality than the card's (or of unknown modality) is refused unless
+    ``allow_modality_mismatch``; that and values far outside the card's intensity range are in ``warnings``.
     """
     card = cards.find_model(model, verify_weights=True)
     backends.device_for(card, device)
     if card.task in ("classification", "detection"):
-        return _json_result_file(card, input, output, device, task, series)
+        return _json_result_file(card, input, output, device, task, series, allow_modality_mismatch)
     check_output_path(output)
     volume = open_image(input, series=series, task=task)
+    warnings = check_model_input(card, volume, allow_modality_mismatch)
     start = time.perf_counter()
     result = pipeline.run_model(card, volume, device=device, task=task, batch_size=batch_size,
                                 memory_budget_mb=memory_budget_mb)
@@ -86,11 +106,11 @@ def infer_file(model: str, input: str, output: str, device: str = "auto", task: 
     write_image(result, output)
     provenance = pipeline.provenance(card)
     table = _write_label_table(result, output, provenance) if isinstance(result, LabelMap) else None
-    return InferenceResult(output, result, provenance, seconds, table, list(volume.warnings))
+    return InferenceResult(output, result, provenance, seconds, table, [*volume.warnings, *warnings])
 
 
 def _json_result_file(card, input: str, output: str, device: str, task: TaskContext | None,
-                      series: str | None) -> InferenceResult:
+                      series: str | None, allow_modality_mismatch: bool = False) -> InferenceResult:
     """Classification (class probabilities) and detection models (medview-detections, LPS mm) write JSON."""
     from medview.io.atomic import atomic_write_text
 
@@ -101,6 +121,7 @@ def _json_result_file(card, input: str, output: str, device: str, task: TaskCont
     if not os.path.isdir(parent):
         raise WriteError(f"The output folder {parent} does not exist")
     volume = open_image(input, series=series, task=task)
+    warnings = check_model_input(card, volume, allow_modality_mismatch)
     start = time.perf_counter()
     if card.task == "classification":
         result = pipeline.classify(card, volume, device=device, task=task)
@@ -110,7 +131,7 @@ def _json_result_file(card, input: str, output: str, device: str, task: TaskCont
         document = result.to_dict()
     seconds = time.perf_counter() - start
     atomic_write_text(output, json.dumps(document, indent=2))
-    return InferenceResult(output, result, pipeline.provenance(card), seconds, None, list(volume.warnings))
+    return InferenceResult(output, result, pipeline.provenance(card), seconds, None, [*volume.warnings, *warnings])
 
 
 def estimate_time(model: str, input: str, device: str = "auto", series: str | None = None,
@@ -141,17 +162,22 @@ def estimate_volume(model: str, volume: Volume, device: str = "auto", task: Task
             "windows": pipeline.count_windows(grid.shape, card.patch_size)}
 
 
-def infer_volume(model: str, volume: Volume, device: str = "auto", task: TaskContext | None = None
-                 ) -> LabelMap | Volume:
-    """Run ``model`` on an open study (the AI panel's job): a LabelMap or, for image-to-image, a Volume."""
+def infer_volume(model: str, volume: Volume, device: str = "auto", task: TaskContext | None = None,
+                 allow_modality_mismatch: bool = False) -> LabelMap | Volume:
+    """Run ``model`` on an open study (the AI panel's job): a LabelMap or, for image-to-image, a Volume.
+
+    A study of another modality than the card's (or of unknown modality) is refused
+    (:class:`~medview.core.modality.ModalityMismatchError`) unless ``allow_modality_mismatch``.
+    """
     card = cards.find_model(model, verify_weights=True)
     backends.device_for(card, device)
+    check_model_input(card, volume, allow_modality_mismatch)
     if card.task == "classification":
         return pipeline.classify(card, volume, device=device, task=task)
     if card.task == "detection":
         return pipeline.detect(card, volume, device=device, task=task)
     result = pipeline.run_model(card, volume, device=device, task=task)
-    step = replay.infer_step(model, device)
+    step = replay.infer_step(model, device, allow_modality_mismatch)
     if isinstance(result, LabelMap):
         result.provenance["step"] = step
     else:

@@ -10,7 +10,8 @@ features`` use, with their parameters, so steps tuned on one case in the GUI rep
       - filter: {name: median, params: {radius: 1.0}}       # replaces the image   (processing.run_filter)
       - segment: {method: otsu, params: {}}                 # replaces the label map (run_segmentation)
       - refine: {operation: remove-islands, params: {min_size_mm3: 50}}  # label map operation
-      - infer: {model: demo-body-lungs, device: cpu}        # replaces the label map (inference.infer_volume)
+      - infer: {model: demo-body-lungs, device: cpu}        # replaces the label map (inference.infer_volume);
+                                                            # allow_modality_mismatch: true runs it on another modality
       - features: {label: 1, params: null}                  # null | PyRadiomics YAML/JSON path | inline dict
       - export: {image: true, labels: true, format: nii.gz} # writes the case's image and label map
 
@@ -132,9 +133,12 @@ def _check_step(index: int, total: int, step: Step, base_dir: str | None) -> Ste
             _keys(p, ("operation", "params"), ("operation",))
             _refine_operation(str(p["operation"])).parse(_operation_params(where, p))
         elif step.name == "infer":
-            _keys(p, ("model", "device"), ("model",))
+            _keys(p, ("model", "device", "allow_modality_mismatch"), ("model",))
             if p.get("device", "auto") not in DEVICES:
                 raise MedviewError(f"'device' must be one of {', '.join(DEVICES)}, got {p['device']!r}")
+            if not isinstance(p.get("allow_modality_mismatch", False), bool):
+                raise MedviewError("'allow_modality_mismatch' must be true or false, got "
+                                   f"{p['allow_modality_mismatch']!r}")
             from medview.app.inference import model_card
 
             model_card(str(p["model"]))
@@ -580,7 +584,8 @@ def _run_step(index: int, step: Step, state: _CaseState, pipeline: Pipeline, fol
     elif step.name == "infer":
         from medview.app.inference import infer_volume
 
-        result = infer_volume(str(p["model"]), state.image, device=str(p.get("device", "auto")), task=task)
+        result = infer_volume(str(p["model"]), state.image, device=str(p.get("device", "auto")), task=task,
+                              allow_modality_mismatch=bool(p.get("allow_modality_mismatch", False)))
         if isinstance(result, LabelMap):
             state.labels = result
         elif isinstance(result, Volume):

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from medview.algorithms.display import window_to_uint8
-from medview.algorithms.drr import drr
+from medview.algorithms.drr import DRR_MODALITY, drr
 from medview.app.label_maps import open_label_map
 from medview.core.errors import MedviewError
 from medview.core.labels import LabelMap
+from medview.core.modality import check_modality
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume
 from medview.io.readers import open_image
@@ -154,6 +155,15 @@ def export_meshes_from_file(labels_path: str, output: str, values: list[int] | N
 class RadiographResult:
     output: str
     image: Volume
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_radiograph_input(volume: Volume, allow_modality_mismatch: bool = False) -> list[str]:
+    """Refuse an image that is not (or not known to be) a CT unless ``allow_modality_mismatch``
+    (:class:`~medview.core.modality.ModalityMismatchError`); the warning to report when it is allowed."""
+    problem = check_modality(DRR_MODALITY, volume.modality, "A virtual radiograph",
+                             allow_mismatch=allow_modality_mismatch)
+    return [problem] if problem else []
 
 
 def radiograph_picture(image: Volume, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -178,9 +188,11 @@ def radiograph_picture(image: Volume, window: tuple[float, float] | None = None)
     return grey
 
 
-def virtual_radiograph(input_path: str, output: str, view: str = "ap", task: TaskContext | None = None
-                       ) -> RadiographResult:
-    """AP or lateral ray-sum radiograph of a CT: a PNG (square pixels) or an image file with its geometry."""
+def virtual_radiograph(input_path: str, output: str, view: str = "ap", task: TaskContext | None = None,
+                       allow_modality_mismatch: bool = False) -> RadiographResult:
+    """AP or lateral ray-sum radiograph of a CT: a PNG (square pixels) or an image file with its geometry.
+
+    An image that is not (or not known to be) a CT is refused unless ``allow_modality_mismatch``."""
     from medview.io.writers import WRITE_EXTENSIONS, write_image
 
     lower = output.lower()
@@ -191,12 +203,10 @@ def virtual_radiograph(input_path: str, output: str, view: str = "ap", task: Tas
     if picture:
         check_picture_path(output)
     volume = open_image(input_path, task=task)
-    if volume.modality and volume.modality.upper() != "CT":
-        raise MedviewError(f"A virtual radiograph needs a CT in Hounsfield units; this image is "
-                           f"{volume.modality}")
+    warnings = check_radiograph_input(volume, allow_modality_mismatch)
     image = drr(volume, view=view, task=task)
     if picture:
         write_picture(radiograph_picture(image), output)
     else:
         write_image(image, output)
-    return RadiographResult(output, image)
+    return RadiographResult(output, image, warnings)

@@ -54,8 +54,11 @@ def refine_step(operation: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"refine": {"operation": operation, "params": plain(params)}}
 
 
-def infer_step(model: str, device: str = "auto") -> dict[str, Any]:
-    return {"infer": {"model": model, "device": device}}
+def infer_step(model: str, device: str = "auto", allow_modality_mismatch: bool = False) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": model, "device": device}
+    if allow_modality_mismatch:  # the user confirmed a model of another modality: a replay needs the same word
+        params["allow_modality_mismatch"] = True
+    return {"infer": params}
 
 
 def features_step(label: int, params: Any = None) -> dict[str, Any]:

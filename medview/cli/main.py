@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     drr_verb.add_argument("input", help="CT volume")
     drr_verb.add_argument("output", help="PNG, or .nii.gz/.nrrd/.mha to keep the values and detector geometry")
     drr_verb.add_argument("--view", default="ap", choices=["ap", "lateral"])
+    drr_verb.add_argument("--allow-modality-mismatch", action="store_true",
+                          help="project an image that is not (or not known to be) a CT anyway")
 
     filt = sub.add_parser("filter", help="run a filter (denoise, enhance, edges, resample, ...) on an image")
     filt.add_argument("name", nargs="?", help="filter name; omit with --list")
@@ -147,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     infer.add_argument("--series", help="series UID when the input has several")
     infer.add_argument("--estimate", action="store_true", help="only time one window and print the estimate")
+    infer.add_argument("--allow-modality-mismatch", action="store_true",
+                       help="run on an image of another (or an unknown) modality than the model's card states")
 
     detect = sub.add_parser("detect", help="find nodule-like blobs (LoG/DoG) and write them as JSON (LPS mm)")
     detect.add_argument("input")
@@ -295,7 +299,7 @@ def _run_infer(args: argparse.Namespace) -> int:
         print(f"{e['model']} {e['version']}: about {e['seconds']:.1f} s here ({e['windows']} windows)")
         return 0
     result = infer_file(args.model, args.input, args.output, device=args.device, series=args.series,
-                        task=_progress_printer())
+                        task=_progress_printer(), allow_modality_mismatch=args.allow_modality_mismatch)
     if isinstance(result.result, dict):  # a classification: probabilities per class
         probs = ", ".join(f"{k} {v:.3f}" for k, v in result.result["probabilities"].items())
         print(f"{result.result['label']} ({probs})")
@@ -378,7 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "drr":
             from medview.app.rendering import virtual_radiograph
 
-            result = virtual_radiograph(args.input, args.output, view=args.view, task=_progress_printer())
+            result = virtual_radiograph(args.input, args.output, view=args.view, task=_progress_printer(),
+                                        allow_modality_mismatch=args.allow_modality_mismatch)
+            for w in result.warnings:
+                print(f"warning: {w}", file=sys.stderr)
             g = result.image.geometry
             print(f"wrote {result.output}: {args.view} radiograph, {g.size_xyz[0]}x{g.size_xyz[1]} pixels of "
                   f"{g.spacing[0]:g} x {g.spacing[1]:g} mm")

@@ -1,7 +1,8 @@
 """Model cards (``model.json``) and the model registry.
 
 A model lives in a folder holding ``model.json`` (the card) and its weights.  The card says what the
-model expects (modality, voxel spacing, patch size, intensity preprocessing), what it outputs (label
+model expects (modality, voxel spacing, patch size, intensity preprocessing, optionally ``intensity_range``:
+the ``[low, high]`` values it was trained on, in the modality's units), what it outputs (label
 table), where it came from (licence, training data, metrics) and how its weights are stored (TorchScript,
 ONNX or a MONAI bundle) with their SHA-256 so a damaged or swapped file is refused.
 
@@ -82,6 +83,7 @@ class ModelCard:
     output: str = "logits"
     largest_component: bool = False
     disclaimer: str = ""
+    intensity_range: tuple[float, float] | None = None  # the values (units of the modality) it was trained on
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -111,6 +113,7 @@ class ModelCard:
                               "clip": list(self.preprocessing.clip) if self.preprocessing.clip else None,
                               "mean": self.preprocessing.mean, "std": self.preprocessing.std},
             "labels": [{"value": e.value, "name": e.name, "color": list(e.color)} for e in self.labels],
+            "intensity_range": list(self.intensity_range) if self.intensity_range else None,
             "largest_component": self.largest_component, "license": self.license,
             "provenance": self.provenance,
             "weights": {"format": self.weights.format, "file": str(self.weights.path), "sha256": self.weights.sha256},
@@ -271,6 +274,11 @@ def load_card(path: str | os.PathLike[str], *, verify_weights: bool = True) -> M
     if not isinstance(disclaimer, str):
         raise check.fail("disclaimer", f"must be a string, got {disclaimer!r}")
     provenance = check.mapping(data, "provenance")
+    intensity_range = None
+    if data.get("intensity_range") is not None:
+        intensity_range = check.numbers(data, "intensity_range", 2, positive=False)
+        if intensity_range[0] >= intensity_range[1]:
+            raise check.fail("intensity_range", f"must be [low, high] with low < high, got {list(intensity_range)}")
     task = check.text(data, "task", TASKS)
     labels = check.labels(data)
     if task == "segmentation" and not labels:
@@ -284,7 +292,7 @@ def load_card(path: str | os.PathLike[str], *, verify_weights: bool = True) -> M
         weights=check.weights(data, verify_weights), card_path=path.resolve(),
         card_hash=hashlib.sha256(raw_bytes).hexdigest(), in_channels=in_channels,
         output=check.text(data, "output", OUTPUTS) if "output" in data else "logits",
-        largest_component=largest, disclaimer=disclaimer, raw=data,
+        largest_component=largest, disclaimer=disclaimer, intensity_range=intensity_range, raw=data,
     )
 
 

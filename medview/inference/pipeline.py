@@ -36,6 +36,7 @@ from medview.core.detections import Detection, DetectionSet, parabola_peak_offse
 from medview.core.errors import MedviewError, ResourceLimitError
 from medview.core.geometry import Geometry
 from medview.core.labels import LabelMap
+from medview.core.modality import modality_mismatch
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume, subsample
 from medview.inference.backends import Backend, TorchBackend, load_backend
@@ -174,6 +175,48 @@ def preprocess(array: np.ndarray, card: ModelCard, reference: np.ndarray) -> np.
         out -= np.float32(low)
         out /= np.float32(high - low if high > low else 1.0)
     return out
+
+
+# -- does the study fit the card? -------------------------------------------------------------------------
+#: values count as far outside the card's intensity range beyond this fraction of its width on either side ...
+INTENSITY_MARGIN = 0.1
+#: ... and the study is warned of when more than this fraction of its voxels lie there
+INTENSITY_OUTSIDE_FRACTION = 0.25
+_CHECK_VOXELS = 200_000  # a regular subsample: a few ms, so the GUI can check before it asks
+
+
+def intensity_warning(card: ModelCard, volume: Volume) -> str | None:
+    """A sentence when much of the study lies far outside the values the card says the model was trained on.
+
+    Far outside: beyond ``intensity_range`` widened by :data:`INTENSITY_MARGIN` of its width on each side; a
+    warning when more than :data:`INTENSITY_OUTSIDE_FRACTION` of the voxels (a regular subsample) lie there.
+    (CT padding outside the scan's circle, often -2048 or -3024 HU, is usually below that fraction.)
+    None when the card gives no range or the study fits it.
+    """
+    if card.intensity_range is None:
+        return None
+    low, high = card.intensity_range
+    margin = INTENSITY_MARGIN * (high - low)
+    sample = subsample(volume.array, _CHECK_VOXELS)
+    if sample.size == 0:
+        return None
+    outside = float(np.count_nonzero((sample < low - margin) | (sample > high + margin))) / sample.size
+    if outside <= INTENSITY_OUTSIDE_FRACTION:
+        return None
+    p1, p99 = (float(v) for v in np.percentile(sample, [1.0, 99.0]))
+    units = f" {volume.metadata.units}" if volume.metadata.units else ""
+    return (f"{outside:.0%} of the image's values lie far outside the range {card.name} was trained on "
+            f"({low:g} to {high:g}; this image: {p1:g} to {p99:g}{units}, 1st to 99th percentile), so its result "
+            "may be wrong")
+
+
+def input_problems(card: ModelCard, volume: Volume) -> tuple[str | None, str | None]:
+    """``(modality mismatch, intensity warning)`` of running ``card``'s model on ``volume``; None where it fits.
+
+    A modality the file does not state ("" or "unknown", as for NRRD and NIfTI) is a mismatch.
+    """
+    return (modality_mismatch(card.modality, volume.modality, f"The model {card.name}"),
+            intensity_warning(card, volume))
 
 
 # -- the run --------------------------------------------------------------------------------------------------

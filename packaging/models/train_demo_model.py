@@ -231,6 +231,7 @@ def card(weights: Path, settings: dict, metrics: dict, label_volumes: dict) -> d
         "name": NAME, "version": VERSION, "task": "segmentation", "modality": "CT",
         "spacing_mm": list(SPACING_MM), "orientation": "LPS",
         "preprocessing": {"clip": list(CLIP), "normalize": "minmax"},
+        "intensity_range": [-1024.0, 3071.0],  # HU of the training CTs (12-bit CT range); others are warned of
         "patch_size": list(PATCH), "in_channels": 1, "output": "logits",
         "labels": LABELS,
         "postprocess": {"largest_component": False},

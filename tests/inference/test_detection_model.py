@@ -99,7 +99,7 @@ def test_cli_infer_with_a_detection_model_writes_detections_json(tmp_path: Path,
     image = write_image(volume, tmp_path / "spheres.nii.gz")
     folder = detection_model(tmp_path / "sphere-detector")
     out = tmp_path / "found.json"
-    assert main(["infer", str(folder), image, str(out), "--device", "cpu"]) == 0
+    assert main(["infer", str(folder), image, str(out), "--device", "cpu", "--allow-modality-mismatch"]) == 0
     assert "3 detection(s)" in capsys.readouterr().out
     found = DetectionSet.from_dict(json.loads(out.read_text()))
     for c in centres:

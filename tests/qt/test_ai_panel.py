@@ -7,9 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtWidgets import QMessageBox
 
 from medview.qt.main_window import MainWindow
 from tests.inference.models import torchscript_model
+
+
+@pytest.fixture(autouse=True)
+def answer_yes(monkeypatch) -> None:
+    """The panel asks before a model replaces a label map or runs on another modality (tests/qt/test_ai_modality.py
+    checks those questions): here every question is answered Yes."""
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kwargs: QMessageBox.StandardButton.Yes)
 
 
 @pytest.fixture

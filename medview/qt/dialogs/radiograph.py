@@ -20,7 +20,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
 
-from medview.algorithms.drr import MU_WATER_PER_MM
+from medview.algorithms.drr import MU_WATER_PER_MM, modality_problem
 from medview.algorithms.reslice import orientation_letters
 from medview.app.rendering import radiograph_picture
 from medview.core.errors import MedviewError
@@ -33,6 +33,20 @@ from medview.qt.workers import Worker, start
 VIEW_NAMES = {"ap": "AP", "lateral": "Lateral"}
 #: Screen pixels of right drag that change the window by one window width (as in the slice views).
 _DRAG_PIXELS_PER_WIDTH = 300.0
+
+
+def confirm_radiograph_input(parent: QWidget | None, volume: Volume) -> bool:
+    """True to go on with a radiograph of ``volume``: a CT, or another image (MR, a file that does not say its
+    modality) that the user chose to project anyway (Yes/No, No by default)."""
+    problem = modality_problem(volume)
+    if problem is None:
+        return True
+    answer = QMessageBox.question(parent, "Radiograph of a non-CT image?",
+                                  f"{problem}: a radiograph is computed from CT numbers (Hounsfield units).\n\n"
+                                  "Project this image anyway?",
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class RadiographViewBox(pg.ViewBox):

@@ -4,6 +4,10 @@ Every step is a job of ``medview.app.inference`` in the one worker mechanism: to
 worker, never at start-up.  A segmentation result becomes the label map (one undo step when it replaces
 labels on the same grid); an image-to-image result becomes a new image layer beside the study (switched in
 the toolbar), and a detection model's points are listed in the Detections panel.
+
+Before a run the panel asks (Yes/No, No by default) when the study is of another modality than the card's, or
+of one its file does not state (NRRD, NIfTI), when its values lie far outside the card's intensity range, and
+when a segmentation would replace a label map that holds labels, naming them: nothing is run on No.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QTextBrowser,
@@ -112,7 +117,7 @@ class AIPanel(JobSlot, QWidget):
         except MedviewError as exc:
             self.details.setPlainText(str(exc))
 
-    def _start(self, fn, *args, on_done) -> Worker | None:
+    def _start(self, fn, *args, on_done, **kwargs) -> Worker | None:
         volume = self.state.volume
         name = self.models.currentItem().text() if self.models.currentItem() else ""
         if volume is None or self.state.loading or not name:
@@ -125,7 +130,7 @@ class AIPanel(JobSlot, QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.progress.setVisible(True)
-        return self.run_job(Worker(fn, name, volume, self.device.currentText(), *args),
+        return self.run_job(Worker(fn, name, volume, self.device.currentText(), *args, **kwargs),
                             lambda result, n=name: on_done(result, n))
 
     def estimate(self) -> Worker | None:
@@ -137,8 +142,48 @@ class AIPanel(JobSlot, QWidget):
     def run(self) -> Worker | None:
         from medview.app.inference import infer_volume
 
+        allow_mismatch = self._confirm_run()
+        if allow_mismatch is None:
+            return None
         self.status.setText("Running…")
-        return self._start(infer_volume, on_done=self._done)
+        return self._start(infer_volume, on_done=self._done, allow_modality_mismatch=allow_mismatch)
+
+    def _ask(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _confirm_run(self) -> bool | None:
+        """Ask before a run the model's card does not fit, or one whose result replaces the label map.
+
+        Returns None when the user said No (nothing runs), else whether a modality mismatch was accepted.
+        """
+        from medview.app.inference import input_problems
+
+        volume, item = self.state.volume, self.models.currentItem()
+        if volume is None or self.state.loading or item is None or self.busy:
+            return False  # _start says what is missing
+        name = item.text()
+        try:
+            problems = input_problems(name, volume)
+        except MedviewError as exc:
+            self.status.setText(str(exc))
+            return None
+        doubts = [p for p in (problems["modality"], problems["intensity"]) if p]
+        if doubts and not self._ask("Model and image do not match",
+                                    ".\n\n".join(doubts) + f".\n\nRun {name} on this image anyway?"):
+            self.status.setText(f"{name} was not run.")
+            return None
+        labels = self.state.labels
+        if problems["task"] == "segmentation" and labels is not None and labels.array.any():
+            names = [e.name for e in labels.labels] or ["unnamed labels"]
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            if not self._ask("Replace the label map?",
+                             f"The result of {name} replaces the current label map ({shown}).\n\n"
+                             "Edit > Undo brings the current one back. Replace it?"):
+                self.status.setText(f"{name} was not run; the label map is unchanged.")
+                return None
+        return problems["modality"] is not None
 
     def _progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(fraction * 100))

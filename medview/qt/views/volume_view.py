@@ -487,10 +487,11 @@ class VolumeView3D(QWidget):
         volume = self.state.volume
         if volume is None or self.state.loading:
             return None
-        if (volume.modality or "").upper() not in ("CT", ""):
-            QMessageBox.information(self, "Radiograph", f"A radiograph needs a CT; this image is {volume.modality}.")
-            return None
         from medview.algorithms.drr import drr
+        from medview.qt.dialogs.radiograph import confirm_radiograph_input
+
+        if not confirm_radiograph_input(self, volume):  # not a CT (or not known to be one): the user decides
+            return None
 
         worker = Worker(drr, volume, view)
         worker.signals.finished.connect(lambda image, v=view: self._open_radiograph(image, v))
