@@ -355,7 +355,7 @@ def _gdcm_decode(path: str) -> np.ndarray:
     return np.frombuffer(buffer, dtype="<u2").reshape(rows, cols)
 
 
-def test_pydicom_jpeg_lossy_12bit_file():
+def test_pydicom_jpeg_lossy_12bit_file(tmp_path):
     """pydicom's JPEG-lossy.dcm (NM1_JPLY of the NEMA WG04 set, JPEG Extended 12-bit) writes Se = 0 in its
     start-of-scan header where a sequential DCT scan must have 63.  IJG's libjpeg (dcmdjpeg, GDCM) warns
     and decodes it; pylibjpeg-libjpeg refused it and pydicom's GDCM plugin refuses every 12-bit JPEG.
@@ -378,6 +378,12 @@ def test_pydicom_jpeg_lossy_12bit_file():
 
     fixed = pydicom.dcmread(get_testdata_file("JPGExtended.dcm"))
     np.testing.assert_array_equal(ours, fixed.pixel_array)
+
+    if shutil.which("dcmdjpeg"):  # DCMTK's IJG decode to uncompressed, read back by pydicom
+        plain = tmp_path / "plain.dcm"
+        _run(["dcmdjpeg", path, str(plain)])
+        dcmtk = pydicom.dcmread(plain).pixel_array.astype(np.int64)
+        np.testing.assert_array_equal(dcmtk, reference)  # the two IJG builds agree exactly
 
 
 def test_scan_header_repair_touches_only_broken_sequential_scans():
