@@ -126,3 +126,11 @@ def test_cr_is_described_as_a_projection_with_its_patient_orientation(tmp_path):
 def test_a_ct_slice_is_not_a_projection(chest_ct_sample):
     md = medview.open_image(chest_ct_sample).metadata
     assert "view_label" not in md.extra and "patient_frame" not in md.extra
+
+
+def test_info_names_a_radiographs_patient_orientation_not_made_up_axes(tmp_path):
+    """``medview info`` said 'orientation LPS' for a CR: the placeholder grid's axes."""
+    summary = medview.scan(_file("RG1_UNCR.dcm"))[0].summary()
+    assert summary["orientation"].startswith("L\\F (PatientOrientation")
+    bare = medview.scan(write_radiograph(tmp_path / "cr.dcm", np.zeros((4, 4), np.uint16), orientation=None))[0]
+    assert bare.summary()["orientation"].startswith("unknown")

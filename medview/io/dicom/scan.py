@@ -82,6 +82,17 @@ class SeriesInfo:
     def file_count(self) -> int:
         return len({(r.path, r.member) for r in self.frames})
 
+    def orientation_text(self) -> str:
+        """The grid's patient axes ('LPS'); for an image without ImageOrientationPatient (a radiograph) its
+        PatientOrientation ('L\\F: rows toward L, columns toward F'), since its grid's axes are made up."""
+        first = self.first
+        if first.orientation is not None:
+            return self.geometry.orientation_code()
+        po = first.patient_orientation
+        if len(po) == 2 and all(po):
+            return f"{po[0]}\\{po[1]} (PatientOrientation: rows toward {po[0]}, columns toward {po[1]})"
+        return "unknown (no ImageOrientationPatient or PatientOrientation)"
+
     def summary(self) -> dict[str, Any]:
         """Plain-data description for ``medview info --json``."""
         g = self.geometry
@@ -98,7 +109,7 @@ class SeriesInfo:
             "size": list(g.size_xyz),
             "spacing_mm": [round(s, 6) for s in g.spacing],
             "origin_mm": [round(o, 6) for o in g.origin],
-            "orientation": g.orientation_code(),
+            "orientation": self.orientation_text(),
             "direction": [round(d, 6) for d in g.direction],
             "files": self.file_count,
             "transfer_syntaxes": self.transfer_syntaxes,
