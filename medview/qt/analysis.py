@@ -39,7 +39,8 @@ class AnalysisController(QObject):
         for dock in self.docks.values():
             if first is not None:
                 window.tabifyDockWidget(first, dock)
-            menu.addAction(dock.toggleViewAction())
+        for name in self.docks:  # the panel's workspace mode (medview.qt.modes) is made current
+            window._action(f"{name} panel", lambda _=False, n=name: window.modes.show_panel(n), menu=menu)
         if first is not None:
             first.raise_()  # the label table stays the tab shown at start
         menu.addSeparator()

@@ -149,7 +149,7 @@ class EditingController(QObject):
 
         if isinstance(result, DetectionSet):  # a detection model: points or boxes over the slices, listed
             self.state.set_detections(result)
-            self.docks["Detections"].raise_()
+            self.window.modes.show_panel("Detections")  # switches to the AI mode if needed
             self.window.statusBar().showMessage(f"{description}: {len(result.detections)} detection(s)", 20000)
             return
         if isinstance(result, LabelMap):

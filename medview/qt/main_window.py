@@ -39,6 +39,7 @@ from medview.core.volume import Volume
 from medview.io.readers import load_info, scan
 from medview.qt.analysis import AnalysisController
 from medview.qt.editing import EditingController
+from medview.qt.modes import WorkspaceModes
 from medview.qt.panels.histogram import HistogramPanel
 from medview.qt.panels.labels import LabelsPanel
 from medview.qt.panels.measurements import MeasurementsPanel
@@ -256,6 +257,8 @@ class MainWindow(QMainWindow):
         self._action("Keyboard shortcuts", self.show_shortcuts, "F1", menu=help_menu)
         self.editing = EditingController(self, self.state, edit_menu)
         self.analysis = AnalysisController(self, self.state, analysis_menu)
+        self.modes = WorkspaceModes(self, self.settings)
+        self.modes.start()
 
     # -- user actions ------------------------------------------------------------------------------
     def set_layout(self, name: str) -> None:

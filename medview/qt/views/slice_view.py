@@ -137,13 +137,26 @@ class SliceViewBox(pg.ViewBox):
         # the range changes only when the reader zooms/pans or resets it; automatic re-ranging on every
         # new slice cost a second repaint per frame
         self.disableAutoRange()
+        # True while the image is shown whole (after a fit, until the reader zooms or pans): then a resize
+        # (layout change, dock, window) or a new image extent (rotation) fits it again instead of cropping
+        self.fitted = True
+
+    def fit(self) -> None:
+        """Show the whole image, as large as the view allows, and keep it fitted through resizes."""
+        self.fitted = True
+        self.autoRange(padding=0.0)
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(ev)
+        if self.fitted and self.addedItems:
+            self.autoRange(padding=0.0)
 
     def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt override
         if ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
             pos = self.mapSceneToView(ev.scenePos())
             if ev.double():
-                self.autoRange(padding=0.0)
+                self.fit()
                 return
             self.left_press.emit(pos)
             self.left_drag.emit(pos, True)
@@ -158,6 +171,7 @@ class SliceViewBox(pg.ViewBox):
             self.window_drag.emit(float(delta.x()), float(delta.y()))
         elif button == Qt.MouseButton.MiddleButton:
             shift = self.mapToView(ev.pos()) - self.mapToView(ev.lastPos())
+            self.fitted = False
             self.translateBy(x=-shift.x(), y=-shift.y())
         elif button == Qt.MouseButton.LeftButton:
             if ev.isStart():
@@ -166,6 +180,7 @@ class SliceViewBox(pg.ViewBox):
 
     def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt override
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.fitted = False
             super().wheelEvent(ev, axis)
             return
         delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
@@ -295,7 +310,7 @@ class SliceView(QWidget):
 
     def reset_zoom(self) -> None:
         if self.plane is not None:
-            self.view_box.autoRange(padding=0.0)
+            self.view_box.fit()
 
     def refresh(self) -> None:
         """Reslice if the plane changed, then move the crosshair lines and annotations."""
@@ -317,10 +332,13 @@ class SliceView(QWidget):
             self.image_data = data
             su, sv = plane.spacing
             rows, cols = data.shape[:2]
+            extent_changed = self._image_rect.size() != QRectF(0, 0, cols * su, rows * sv).size()
             self._image_rect = QRectF(0, 0, cols * su, rows * sv)
             self._label_layer = self._make_label_layer()
             self._show()
             self._draw_measurements()
+            if extent_changed and self.view_box.fitted:
+                self._zoom_pending = True  # a rotated plane cuts a larger image: show it whole again
         if self._zoom_pending and self.image_data is not None:
             self._zoom_pending = False
             self.reset_zoom()
