@@ -52,7 +52,7 @@ class WorkspaceModes(QToolBar):
             action = QAction(name, self)
             action.setCheckable(True)
             action.setToolTip(MODE_TIPS[name])
-            action.toggled.connect(lambda checked, n=name: checked and self.set_mode(n))
+            action.toggled.connect(lambda checked, n=name: checked and n != self.mode and self.set_mode(n))
             group.addAction(action)
             self.addAction(action)
             self.actions_by_mode[name] = action
@@ -104,11 +104,7 @@ class WorkspaceModes(QToolBar):
             first.raise_()
         self._readable_tabs()
         self.mode = name
-        action = self.actions_by_mode[name]
-        if not action.isChecked():
-            action.blockSignals(True)
-            action.setChecked(True)
-            action.blockSignals(False)
+        self.actions_by_mode[name].setChecked(True)  # the group unchecks the others; toggled sees mode == name
         self.settings.setValue(SETTINGS_KEY, name)
         self.mode_changed.emit(name)
 

@@ -93,6 +93,8 @@ def test_each_mode_shows_at_most_five_readable_tabs(qtbot, window: MainWindow, c
     window.resize(1600, 1000)
     window.modes.set_mode(mode)
     _settle(qtbot)
+    checked = [name for name, action in window.modes.actions_by_mode.items() if action.isChecked()]
+    assert checked == [mode]
     open_tabs = window.modes.visible_tabs()
     assert set(open_tabs) == set(MODES[mode]) and len(open_tabs) <= MAX_TABS
     docks = {d.objectName().removeprefix("dock_"): d for d in window.findChildren(QDockWidget)}

@@ -236,3 +236,21 @@ def test_20_windows_with_the_3d_panel_close_cleanly(qtbot, tmp_path: Path, vtk_m
         gc.collect()
     assert sum(c.endswith("RenderWindow") for c in created) == 20
     assert Counter(deleted) == Counter(created), f"still alive: {Counter(created) - Counter(deleted)}"
+
+
+def test_every_3d_control_is_in_sight_in_the_2x2_layout(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    """Export and Radiograph sat in a tool bar's overflow menu at 2x2: the controls now wrap into rows."""
+    from PySide6.QtWidgets import QCheckBox, QPushButton
+
+    _open(qtbot, window, chest_ct_sample)
+    panel = _panel(qtbot, window)
+    qtbot.wait(100)
+    area = panel.rect()
+    widgets = panel.controls.findChildren(QPushButton) + panel.controls.findChildren(QCheckBox)
+    texts = {w.text() for w in widgets}
+    assert {"Export surfaces…", "Radiograph AP", "Radiograph lateral", "Shading", "Isosurface"} <= texts
+    for w in widgets:
+        assert w.isVisible(), f"{w.text()} is hidden"
+        top_left = w.mapTo(panel, w.rect().topLeft())
+        assert area.contains(top_left) and area.contains(top_left + w.rect().bottomRight()), f"{w.text()} is cut"
+    assert panel.vtk_widget.height() > panel.height() // 2  # the rows leave the picture most of the panel

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from PySide6.QtCore import QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSpinBox,
-    QToolBar,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 import medview.render  # noqa: F401  (chooses the offscreen GL backend before any window exists)
 from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
+from medview.qt.views.flow_layout import FlowLayout
 from medview.qt.workers import Worker, release_when_done, start
 
 SETTLE_MS = 300  # still this long after the last change: render at full quality
@@ -135,33 +136,39 @@ class VolumeView3D(QWidget):
         drr_lat = QPushButton("Radiograph lateral")
         drr_lat.clicked.connect(lambda: self.show_radiograph("lateral"))
 
-        # tool bars fold what does not fit into their overflow menu, so the panel can be as narrow as a 2D view
-        top = QToolBar()
-        top.setIconSize(QSize(12, 12))
+        # every control stays in sight: rows wrap when the panel is narrow (a tool bar's overflow menu hid
+        # Export and Radiograph in the 2x2 layout)
+        controls = QWidget()
+        controls.setObjectName("controls_3d")
+        flow = FlowLayout(controls)
         for w in (self.preset, self.shading, self.planes, self.surfaces, self.bone, self.bone_level):
-            top.addWidget(w)
-        top.addSeparator()
+            flow.addWidget(w)
         for text, view in CAMERA_BUTTONS:
-            action = top.addAction(text)
-            action.setToolTip(f"View from {view}")
-            action.triggered.connect(lambda _c=False, v=view: self.reset_camera(v))
-        second = QToolBar()
+            button = QToolButton()
+            button.setText(text)
+            button.setToolTip(f"View from {view}")
+            button.clicked.connect(lambda _c=False, v=view: self.reset_camera(v))
+            flow.addWidget(button)
         for w in (self.clip, self.clip_size, self.tf_button, export, drr_ap, drr_lat):
-            second.addWidget(w)
+            flow.addWidget(w)
         self.info = QLabel("")
         self.info.setStyleSheet("color: #aaa;")
-        second.addWidget(self.info)
-        for bar in (top, second):
-            bar.setStyleSheet("QToolBar { background: #222; border: 0; spacing: 3px; } "
-                              "QCheckBox, QLabel, QToolButton { color: #ddd; } "
-                              "QComboBox, QSpinBox, QPushButton { color: #eee; background: #3a3a3a; "
-                              "border: 1px solid #555; padding: 1px 4px; }")
+        flow.addWidget(self.info)
+        # the check boxes' boxes get a visible frame on the dark background (unchecked ones were near black)
+        controls.setStyleSheet("QWidget#controls_3d { background: #222; } "
+                               "QCheckBox, QLabel, QToolButton { color: #ddd; } "
+                               "QCheckBox::indicator { width: 12px; height: 12px; border: 1px solid #aaa; "
+                               "background: #3a3a3a; } "
+                               "QCheckBox::indicator:checked { background: #5fa8ff; border: 1px solid #dde; } "
+                               "QComboBox, QSpinBox, QPushButton, QToolButton { color: #eee; background: #3a3a3a; "
+                               "border: 1px solid #555; padding: 1px 4px; }")
+        controls.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.controls = controls
         self.editor: QWidget | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
-        layout.addWidget(top)
-        layout.addWidget(second)
+        layout.addWidget(controls)
         layout.addWidget(self.vtk_widget, 1)
         self._editor_slot = layout
 
