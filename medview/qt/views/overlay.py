@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 
 # pre-rendered lines, letters and scale bars (text and shadow), least recently used first: a crosshair drag
@@ -145,16 +145,31 @@ class OverlayLayer:
             p.drawImage(at, block)
 
     def _place(self, w: int, ht: int, dpr: float) -> list[tuple[QPointF, QImage]]:
-        """Every block with its top-left corner in the viewport."""
-        placed = []
+        """Every block with its top-left corner in the viewport.
+
+        Nothing overlaps: where a left and a right corner's lines would collide (a narrow view), the right
+        corner moves a block of rows inward (away from its edge); an orientation letter that would fall on
+        corner text (e.g. the top letter on a long series line) moves inward past it.
+        """
         h, ascent = self._line_height, self._ascent
+        corners: dict[str, list[tuple[QPointF, QImage]]] = {}
         for key, lines in self.corners.items():
             right = key.endswith("right")
+            out = corners[key] = []
             for i, line in enumerate(lines):
                 block = self._line_block(line, dpr)
                 x = w - block.width() / dpr - 5 if right else 6  # one shadow pixel wider than the text
                 baseline = 4 + h * (i + 1) if key.startswith("top") else ht - 6 - h * (len(lines) - 1 - i)
-                placed.append((QPointF(round(x), round(baseline - ascent)), block))
+                out.append((QPointF(round(x), round(baseline - ascent)), block))
+        shift = {"top_right": 0.0, "bottom_right": 0.0}
+        for side, sign in (("top", 1), ("bottom", -1)):
+            left, right = corners[f"{side}_left"], corners[f"{side}_right"]
+            if left and right and any(_rect(*a, dpr).intersects(_rect(*b, dpr)) for a in left for b in right):
+                shift[f"{side}_right"] = sign * h * len(left)
+                corners[f"{side}_right"] = [(QPointF(at.x(), round(at.y() + sign * h * len(left))), block)
+                                            for at, block in right]
+        placed = [item for items in corners.values() for item in items]
+        taken = [_rect(at, block, dpr) for at, block in placed]
         bold_height, bold_ascent = self._bold_height, self._bold_ascent
         for side, letter in self.letters.items():
             block = self._letter_block(letter, dpr)
@@ -167,12 +182,33 @@ class OverlayLayer:
                 x, baseline = (w - tw) // 2, bold_height + 2
             else:
                 x, baseline = (w - tw) // 2, ht - 8
-            placed.append((QPointF(round(x), round(baseline - bold_ascent)), block))
+            at = QPointF(round(x), round(baseline - bold_ascent))
+            inward = {"top": (0, 1), "bottom": (0, -1), "left": (1, 0), "right": (-1, 0)}[side]
+            for _ in range(64):  # step inward until the letter covers no text
+                hit = next((r for r in taken if r.intersects(_rect(at, block, dpr))), None)
+                if hit is None:
+                    break
+                if inward[1] > 0:
+                    at = QPointF(at.x(), hit.bottom() + 1)
+                elif inward[1] < 0:
+                    at = QPointF(at.x(), hit.top() - block.height() / dpr - 1)
+                elif inward[0] > 0:
+                    at = QPointF(hit.right() + 1, at.y())
+                else:
+                    at = QPointF(hit.left() - block.width() / dpr - 1, at.y())
+            placed.append((at, block))
+            taken.append(_rect(at, block, dpr))
         if self.bar_px > 4:
             block = self._bar_block(int(self.bar_px), f"{self.bar_mm:g} mm", dpr)
-            x0, y0 = w - 16 - self.bar_px, ht - 6 - h * 4
+            x0, y0 = w - 16 - self.bar_px, ht - 6 - h * 4 + shift["bottom_right"]
             placed.append((QPointF(int(x0) - 1, int(y0) - self._bar_above()), block))
         return placed
+
+
+def _rect(at: QPointF, block: QImage, dpr: float) -> QRectF:
+    """The viewport rectangle the text of a block placed at ``at`` covers (less its 1-pixel shadow, which
+    may touch the next line)."""
+    return QRectF(at.x(), at.y(), block.width() / dpr - 1, block.height() / dpr - 1)
 
 
 class SliceGraphicsView(pg.GraphicsView):
