@@ -6,15 +6,21 @@ copies into the volume.  Colour is returned as RGB (YBR converted by pydicom, pa
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import encapsulate, generate_frames, get_frame
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medview.core.errors import CorruptFileError, DecodeError
-from medview.io.dicom.headers import open_source, read_dataset
+from medview.io.dicom.codestream import check_frame
+from medview.io.dicom.headers import FrameRecord, open_source, read_dataset
 from medview.io.dicom.jpeg_markers import repair_sequential_scans
+from medview.io.limits import check_allocation
 
 _CODEC_HINTS = {
     "JPEG-LS": "pyjpegls or python-gdcm",
@@ -56,9 +62,24 @@ def _plugin_for(ts: str) -> str:
     return next((p for p in preferred if p in available), "")
 
 
-def decode_frames(path: str, member: str | None, frames: list[int]) -> list[np.ndarray]:
-    """Decode the given 0-based frames of one file; each result is (rows, cols[, samples])."""
+def decode_frames(path: str, member: str | None, frames: list[int],
+                  expected: FrameRecord | None = None) -> list[np.ndarray]:
+    """Decode the given 0-based frames of one file; each result is (rows, cols[, samples]).
+
+    ``expected`` is the file's record from the header scan: its size, samples, bits and frame count are
+    what the loader allocated for, so the decoders are given exactly those values (not a second reading
+    of values that may be malformed), and each compressed frame's own header is checked against them
+    before any decoder sees it (:mod:`codestream`).  Library warnings are not printed: what goes wrong
+    is raised as a medview error.
+    """
     location = f"{path}!{member}" if member else path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode_frames(path, member, frames, expected, location)
+
+
+def _decode_frames(path: str, member: str | None, frames: list[int], expected: FrameRecord | None,
+                   location: str) -> list[np.ndarray]:
     try:
         with open_source(path, member) as fp:
             ds = read_dataset(fp, header_only=False)
@@ -71,22 +92,68 @@ def decode_frames(path: str, member: str | None, frames: list[int]) -> list[np.n
         ds.file_meta = meta if meta is not None else FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
                                           ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if expected is not None:
+        _use_scanned_values(ds, expected)
+        n_frames = expected.n_frames
+        if expected.encapsulated:
+            _check_compressed_frames(ds, expected, frames, ts, location)
+    else:
+        n_frames = _frame_count(ds)
+    palette = str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
+    samples = expected.samples_per_pixel if expected is not None else _frame_count(ds, "SamplesPerPixel")
     plugin = _plugin_for(ts)
     out = []
     for index in frames:
         try:
             arr, plugin = _decode_one(ds, index if n_frames > 1 else None, plugin, ts)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # a Rust decoder's panic (pyo3 PanicException) is a BaseException
             raise _decode_error(exc, ds, location) from None
-        if n_frames == 1 and arr.ndim == (4 if ds.get("SamplesPerPixel", 1) > 1 else 3):
+        if n_frames == 1 and arr.ndim == (4 if samples > 1 else 3):
             arr = arr[0]
         if palette:
-            arr = apply_color_lut(arr, ds)
+            try:
+                arr = apply_color_lut(arr, ds)
+            except Exception as exc:
+                raise DecodeError(f"{location} is a PALETTE COLOR image whose palette cannot be used: {exc}") from None
         out.append(np.ascontiguousarray(arr))
     return out
+
+
+def _frame_count(ds, keyword: str = "NumberOfFrames") -> int:
+    """A count (NumberOfFrames, SamplesPerPixel) as a whole number >= 1, whatever the element holds."""
+    try:
+        value = ds.get(keyword, 1)
+        value = value[0] if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else value
+        return max(int(float(value or 1)), 1)
+    except (TypeError, ValueError, OverflowError):
+        return 1
+
+
+def _use_scanned_values(ds, rec: FrameRecord) -> None:
+    """Give pydicom's decoders the image description the loader allocated for (see :func:`decode_frames`)."""
+    values = {"Rows": rec.rows, "Columns": rec.columns, "SamplesPerPixel": rec.samples_per_pixel,
+              "BitsAllocated": rec.bits_allocated, "BitsStored": rec.bits_stored,
+              "PixelRepresentation": rec.pixel_representation}
+    if rec.n_frames > 1 or "NumberOfFrames" in ds:
+        values["NumberOfFrames"] = rec.n_frames
+    for keyword, value in values.items():  # new elements: the old value is never parsed (it may be 'inf')
+        tag = tag_for_keyword(keyword)
+        ds[tag] = DataElement(tag, dictionary_VR(tag), value)
+
+
+def _check_compressed_frames(ds, rec: FrameRecord, frames: list[int], ts: str, location: str) -> None:
+    """Before decoding: the frame buffers fit the memory budget and each frame's own header matches."""
+    check_allocation(rec.frame_bytes * 3, f"Decoding one {rec.columns}x{rec.rows} frame of {location}")
+    for index in frames:
+        try:
+            frame = get_frame(ds.PixelData, index, number_of_frames=rec.n_frames)
+        except Exception as exc:
+            raise CorruptFileError(f"The compressed pixel data of {location} is damaged: frame {index + 1} of "
+                                   f"{rec.n_frames} cannot be found ({exc})") from None
+        check_frame(frame, ts, rec.rows, rec.columns, rec.samples_per_pixel, rec.bits_allocated, location)
 
 
 def _decode_one(ds, index: int | None, plugin: str, ts: str) -> tuple[np.ndarray, str]:
@@ -111,7 +178,7 @@ def _repair_scan_headers(ds) -> bool:
 
     False when no frame needed it (or the pixel data cannot be split into frames)."""
     try:
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        n_frames = _frame_count(ds)
         stream = list(generate_frames(ds.PixelData, number_of_frames=n_frames))
     except Exception:
         return False
@@ -122,11 +189,20 @@ def _repair_scan_headers(ds) -> bool:
     return True
 
 
-def _decode_error(exc: Exception, ds, location: str) -> Exception:
+def _has_decoder(ts: str) -> bool:
+    """Whether pydicom has a working decoder for ``ts`` here (then a failure means damaged data)."""
+    try:
+        return bool(get_decoder(UID(ts)).available_plugins)
+    except Exception:
+        return False
+
+
+def _decode_error(exc: BaseException, ds, location: str) -> Exception:
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     name = transfer_syntax_name(ts)
-    text = str(exc)
-    if "plugin" in text.lower() or "no pixel data handler" in text.lower() or "not supported" in text.lower():
+    text = " ".join(str(exc).split())[:300]  # one line: pydicom lists each plugin's failure on its own line
+    if not _has_decoder(ts) and ("plugin" in text.lower() or "no pixel data handler" in text.lower()
+                                 or "not supported" in text.lower()):
         hint = next((v for k, v in _CODEC_HINTS.items() if k.lower() in name.lower()), "a pydicom codec plugin")
         return DecodeError(f"No decoder available for {name} in {location}; install {hint}")
     if "length" in text.lower() or "truncat" in text.lower() or "end of" in text.lower():

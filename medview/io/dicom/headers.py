@@ -12,6 +12,7 @@ import io
 import math
 import os
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -171,17 +172,67 @@ def _float_tuple(ds: Dataset | None, keyword: str, n: int) -> tuple[float, ...] 
     if not v or len(v) != n:
         return None
     try:
-        return tuple(float(x) for x in v)
+        values = tuple(float(x) for x in v)
     except (TypeError, ValueError):
         return None
+    return values if all(math.isfinite(x) for x in values) else None  # NaN / inf: as if absent
 
 
 def _first_float(ds: Dataset | None, keyword: str) -> float | None:
     v = _values(ds, keyword) if ds is not None else None
     try:
-        return float(v[0]) if v else None
+        value = float(v[0]) if v else None
     except (TypeError, ValueError):
         return None
+    return value if value is None or math.isfinite(value) else None
+
+
+def _orientation(ds: Dataset | None) -> tuple[float, float, float, float, float, float] | None:
+    """ImageOrientationPatient when it gives two non-zero, non-parallel directions; else None (no geometry)."""
+    o = _float_tuple(ds, "ImageOrientationPatient", 6)
+    if o is None:
+        return None
+    row, col = o[:3], o[3:]
+    cross = (row[1] * col[2] - row[2] * col[1], row[2] * col[0] - row[0] * col[2], row[0] * col[1] - row[1] * col[0])
+    norms = [math.sqrt(sum(c * c for c in v)) for v in (row, col, cross)]
+    if not all(math.isfinite(n) for n in norms) or min(norms[:2]) < 1e-3 or norms[2] < 1e-3 * norms[0] * norms[1]:
+        return None
+    return o  # type: ignore[return-value]
+
+
+def _fragments_in_file(fp: BinaryIO, offset: int, at_most: int) -> int | None:
+    """Like :func:`_fragment_count` for pixel data not read yet: item headers read from the file, values skipped."""
+    try:
+        where = fp.tell()
+        fp.seek(offset)
+        count = -1
+        while count < at_most:
+            head = fp.read(8)
+            if len(head) < 8:
+                break
+            group, element, length = struct.unpack("<HHI", head)
+            if (group, element) != (0xFFFE, 0xE000):
+                break
+            count += 1
+            fp.seek(length, os.SEEK_CUR)
+        fp.seek(where)
+        return max(count, 0)
+    except (OSError, ValueError):
+        return None
+
+
+def _fragment_count(value: bytes | None, at_most: int) -> int | None:
+    """Fragments (items after the basic offset table) of encapsulated pixel data, counting up to ``at_most``."""
+    if not isinstance(value, bytes | bytearray):
+        return None
+    count, i, n = -1, 0, len(value)
+    while i + 8 <= n and count < at_most:
+        group, element, length = struct.unpack("<HHI", value[i:i + 8])
+        if (group, element) != (0xFFFE, 0xE000):
+            break
+        count += 1
+        i += 8 + length
+    return max(count, 0)
 
 
 def _rescale_value(ds: Dataset | None, keyword: str, default: float, notes: list[str]) -> float | None:
@@ -262,8 +313,11 @@ def read_dataset(fp: BinaryIO, *, header_only: bool) -> Dataset:
     return pydicom.dcmread(fp, force=force)
 
 
-def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: int) -> list[FrameRecord]:
-    """Turn one parsed header into one record per frame.  Raises ValueError if it is not an image."""
+def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: int,
+                         fp: BinaryIO | None = None) -> list[FrameRecord]:
+    """Turn one parsed header into one record per frame.  Raises ValueError if it is not an image.
+
+    ``fp``, the open file, lets a NumberOfFrames be checked against deferred encapsulated pixel data."""
     pixel_tag = next((t for t in PIXEL_DATA_TAGS if t in ds._dict), None)
     if pixel_tag is None:
         raise ValueError("no pixel data")
@@ -273,6 +327,8 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         implicit = ds.is_implicit_VR is not False
         ts = pydicom.uid.ImplicitVRLittleEndian if implicit else pydicom.uid.ExplicitVRLittleEndian
     tsuid = UID(ts)
+    if not tsuid.is_transfer_syntax:
+        raise ValueError(f"its transfer syntax {ts[:64]!r} is not one medview knows; its pixels cannot be decoded")
     rows, cols = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0
     if rows <= 0 or cols <= 0:
         raise ValueError("image has no rows or columns")
@@ -283,6 +339,7 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
     value_tell = getattr(raw, "value_tell", None)
     length = int(getattr(raw, "length", 0) or 0)
     encapsulated = bool(tsuid.is_compressed) if tsuid.is_transfer_syntax else False
+    _check_frame_count(n_frames, rows * cols * spp * bits_alloc, length, encapsulated, raw, file_size, fp)
     offset = None
     if (not encapsulated and value_tell is not None and tsuid.is_transfer_syntax and tsuid.is_little_endian
             and not tsuid.is_deflated and member is None and getattr(raw, "value", None) is None):
@@ -324,7 +381,7 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
     per_frame_tag, shared_tag = TAG["PerFrameFunctionalGroupsSequence"], TAG["SharedFunctionalGroupsSequence"]
     if per_frame_tag not in ds._dict and shared_tag not in ds._dict:
         position = _float_tuple(ds, "ImagePositionPatient", 3)
-        orientation = _float_tuple(ds, "ImageOrientationPatient", 6)
+        orientation = _orientation(ds)
         positions: list[tuple[float, float, float] | None] = [position] * n_frames
         notes: tuple[str, ...] = tuple(rescale_notes)
         if modality == "RTDOSE":
@@ -360,7 +417,7 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         record = FrameRecord(
             frame=i,
             position=_float_tuple(plane_pos, "ImagePositionPatient", 3),  # type: ignore[arg-type]
-            orientation=_float_tuple(plane_ori, "ImageOrientationPatient", 6),  # type: ignore[arg-type]
+            orientation=_orientation(plane_ori),  # type: ignore[arg-type]
             pixel_spacing=f_spacing or spacing,  # type: ignore[arg-type]
             spacing_source="PixelSpacing" if f_spacing else spacing_source,
             slope=f_slope if f_slope is not None else (1.0 if slope is None else slope),
@@ -373,6 +430,33 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
             record.slice_thickness = _first_float(measures, "SliceThickness")
         records.append(record)
     return records
+
+
+_MAX_FRAMES_LISTED = 10_000
+
+
+def _check_frame_count(n_frames: int, frame_bits: int, length: int, encapsulated: bool, raw: Any,
+                       file_size: int, fp: BinaryIO | None) -> None:
+    """A NumberOfFrames larger than the pixel data can hold is refused before one record per frame is made
+    (2147483647 frames: a hang, then the memory of a record per frame).  Uncompressed data claiming up to
+    ``_MAX_FRAMES_LISTED`` frames is still listed (the loader says how many bytes are missing)."""
+    if n_frames <= 1:
+        return
+    if encapsulated:
+        holds = _fragment_count(getattr(raw, "value", None), n_frames)  # every frame has a fragment at least
+        if holds is None and fp is not None and getattr(raw, "value_tell", None) is not None:
+            holds = _fragments_in_file(fp, int(raw.value_tell), n_frames)
+        if holds is None:  # a fragment takes 8 bytes at least
+            holds = max(file_size // 8, 1)
+    elif n_frames <= _MAX_FRAMES_LISTED:
+        return
+    elif length and length != 0xFFFFFFFF:
+        frame_bytes = max(-(-frame_bits // 8), 1)
+        holds = -(-length // frame_bytes)
+    else:
+        holds = None
+    if holds is not None and n_frames > holds:
+        raise ValueError(f"NumberOfFrames is {n_frames} but its pixel data holds {holds} frame(s) at most")
 
 
 def _dose_scaling(ds: Dataset) -> tuple[float | None, float, str]:
@@ -435,7 +519,16 @@ def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
 
 
 def read_headers(path: str, member: str | None = None) -> tuple[list[FrameRecord], str | None]:
-    """Parse one file's header.  Returns (records, None) or ([], reason it was skipped)."""
+    """Parse one file's header.  Returns (records, None) or ([], reason it was skipped, on one line).
+
+    pydicom's warnings about a malformed file are not printed: the reason says what is wrong."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records, why = _read_headers(path, member)
+    return records, None if why is None else " ".join(why.split())[:300]
+
+
+def _read_headers(path: str, member: str | None) -> tuple[list[FrameRecord], str | None]:
     try:
         if member is None:
             file_size = os.path.getsize(path)
@@ -452,7 +545,7 @@ def read_headers(path: str, member: str | None = None) -> tuple[list[FrameRecord
             modality = _str(ds, "Modality")
             if modality in _NON_IMAGE_MODALITIES:
                 return [], f"{modality} object, not an image"
-            return records_from_dataset(ds, path, member, file_size), None
+            return records_from_dataset(ds, path, member, file_size, fp), None
     except (InvalidDicomError, EOFError) as exc:
         return [], f"damaged DICOM header: {exc}"
     except ValueError as exc:

@@ -8,6 +8,7 @@ intercept are applied while copying, so CT arrives in Hounsfield units.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import queue
@@ -15,27 +16,40 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 from pydicom.uid import UID
 
 from medview.core.errors import (
     CorruptFileError,
+    DecodeError,
     InconsistentSeriesError,
     ResourceLimitError,
     UnsupportedFormatError,
 )
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume, VolumeMetadata, WindowPreset
-from medview.io.dicom.decode import decode_frames
+from medview.io.dicom.decode import decode_frames, transfer_syntax_name
 from medview.io.dicom.headers import FrameRecord
-from medview.io.dicom.parallel import PoolFailure, disable_pool, pool_available, process_pool, worker_count
+from medview.io.dicom.parallel import (
+    PoolFailure,
+    disable_pool,
+    isolation_available,
+    pool_available,
+    process_pool,
+    reset_pool,
+    worker_count,
+)
 from medview.io.dicom.scan import SeriesInfo
 from medview.io.limits import check_allocation
 
 MiddleSliceCallback = Callable[[Volume, int], None]
-# Compressed series with fewer frames than this are decoded in this process.
+# Compressed series with fewer frames than this are not spread over several processes (they are still decoded
+# in a worker process: see _load's ``isolate``).
 POOL_MIN_FRAMES = 8
+# decoder buffers per frame being decoded (the codec's output, pydicom's reshaped copy, a colour conversion)
+DECODE_BUFFERS = 3
 
 
 def _stored_range(rec: FrameRecord) -> tuple[int, int]:
@@ -144,12 +158,13 @@ def decode_into_shared(path: str, shape: tuple[int, ...], dtype: str, items: lis
     try:
         out = np.frombuffer(mapping, dtype=dt).reshape(shape)
         first = items[0][1]
-        arrays = decode_frames(first.path, first.member, [rec.frame for _, rec in items])
+        arrays = decode_frames(first.path, first.member, [rec.frame for _, rec in items], first)
         for (z, rec), arr in zip(items, arrays, strict=True):
             _store(out, z, arr, rec, check)
         del out
     finally:
-        mapping.close()
+        with contextlib.suppress(BufferError):  # after an error a traceback may still hold a view of it
+            mapping.close()
     return [z for z, _ in items]
 
 
@@ -282,10 +297,17 @@ def _load(info: SeriesInfo, dtype: np.dtype, check: bool, task: TaskContext | No
     shape: tuple[int, ...] = (info.n_slices, rows, cols)
     if first.samples_per_pixel > 1 or first.has_palette:
         shape = (*shape, 3)
-    check_allocation(int(np.prod(shape)) * dtype.itemsize, f"Series {info.uid} ({'x'.join(map(str, shape))})")
-    coded_count = sum(1 for r in info.frames if not _is_native(r))
+    coded_frames = [r for r in info.frames if not _is_native(r)]
+    coded_count = len(coded_frames)
     use_pool = (coded_count >= POOL_MIN_FRAMES and pool_available()) if parallel is None else parallel
-    shared = _shared_empty(shape, dtype) if use_pool and coded_count else None
+    # Untrusted compressed data is decoded in a worker process, however few frames: a C/C++ codec that aborts
+    # (GDCM's uncaught exceptions) then ends that worker, not medview.  Uncompressed data that pydicom converts
+    # (big endian, deflate, palettes) is numpy only and stays here.
+    isolate = any(r.encapsulated for r in coded_frames) and isolation_available()
+    in_flight = (min(worker_count(), coded_count) if use_pool else 1) if coded_count else 0
+    check_allocation(int(np.prod(shape)) * dtype.itemsize + in_flight * DECODE_BUFFERS * first.frame_bytes,
+                     f"Series {info.uid} ({'x'.join(map(str, shape))})")
+    shared = _shared_empty(shape, dtype) if (use_pool or isolate) and coded_count else None
     try:
         out = shared[0] if shared else np.empty(shape, dtype=dtype)
     except MemoryError:
@@ -338,14 +360,14 @@ def _load(info: SeriesInfo, dtype: np.dtype, check: bool, task: TaskContext | No
         with ThreadPoolExecutor(n_threads) as pool:
             for fut in _completed([pool.submit(read_run, run) for run in runs if run], task):
                 fut.result()
-    if coded and use_pool and coded[0][0] == first_z:
+    if coded and use_pool and not isolate and coded[0][0] == first_z:
         # the middle slice here and now: the worker processes may still be starting (0.1-0.5 s)
         z0, r0 = coded.pop(0)
-        _store(out, z0, decode_frames(r0.path, r0.member, [r0.frame])[0], r0, check)
+        _store(out, z0, decode_frames(r0.path, r0.member, [r0.frame], r0)[0], r0, check)
         finished(z0)
     if coded:
         try:
-            _load_coded(coded, out, task, finished, use_pool, check, shared[1] if shared else None)
+            _load_coded(coded, out, task, finished, use_pool, check, shared[1] if shared else None, isolate)
         finally:
             if shared:
                 _release_shared(shared[1])
@@ -385,8 +407,13 @@ def _completed(futures: list[Future], task: TaskContext | None):
 
 
 def _load_coded(coded: list[tuple[int, FrameRecord]], out: np.ndarray, task: TaskContext | None,
-                finished: Callable[[int], None], use_pool: bool, check: bool, shared_path: str | None) -> None:
-    """Decode through pydicom: per file (or per chunk of frames of a multi-frame file)."""
+                finished: Callable[[int], None], use_pool: bool, check: bool, shared_path: str | None,
+                isolate: bool = False) -> None:
+    """Decode through pydicom: per file (or per chunk of frames of a multi-frame file).
+
+    ``use_pool`` spreads the work over the worker processes; ``isolate`` decodes in them even when
+    ``use_pool`` is off, and a worker that dies then is an error naming the file, never a reason to decode
+    the same data in this process."""
     jobs: dict[tuple[str, str | None], list[tuple[int, FrameRecord]]] = defaultdict(list)
     for z, rec in coded:
         jobs[(rec.path, rec.member)].append((z, rec))
@@ -396,31 +423,57 @@ def _load_coded(coded: list[tuple[int, FrameRecord]], out: np.ndarray, task: Tas
     for items in jobs.values():
         batches.extend(items[i:i + per_batch] for i in range(0, len(items), per_batch))
     remaining = list(batches)
-    if use_pool:
+    if use_pool or isolate:
         try:
-            pool = process_pool()
-            if shared_path:
-                futures = {pool.submit(decode_into_shared, shared_path, out.shape, out.dtype.str, b, check): b
-                           for b in batches}
+            _decode_in_pool(batches, remaining, out, task, finished, check, shared_path)
+        except BrokenProcessPool as exc:  # a worker died: maybe a codec aborted on one of these files
+            reset_pool()
+            if not isolate:
+                disable_pool(exc)
             else:
-                futures = {pool.submit(decode_frames, b[0][1].path, b[0][1].member, [r.frame for _, r in b]): b
-                           for b in batches}
-            for fut in _completed(list(futures), task):
-                batch = futures[fut]
-                result = fut.result()
-                for (z, rec), arr in zip(batch, result, strict=True):
-                    if not shared_path:
-                        _store(out, z, arr, rec, check)
-                    finished(z)
-                remaining.remove(batch)
-        except PoolFailure as exc:
-            disable_pool(exc)  # worker could not start or died: finish in this process
-    for batch in remaining:
+                for batch in list(remaining):  # one file at a time, to name the one that kills its worker
+                    try:
+                        _decode_in_pool([batch], remaining, out, task, finished, check, shared_path)
+                    except BrokenProcessPool:
+                        reset_pool()
+                        rec = batch[0][1]
+                        raise DecodeError(
+                            f"The {transfer_syntax_name(rec.transfer_syntax)} decoder crashed on {rec.location} "
+                            "(its pixel data is damaged or does not match its header); the worker process that "
+                            "decoded it was stopped, medview was not") from None
+        except PoolFailure as exc:  # the pool could not start
+            if isolate:
+                raise DecodeError(f"Cannot start a worker process to decode the compressed pixel data of "
+                                  f"{remaining[0][0][1].location} safely: {exc}") from None
+            disable_pool(exc)  # finish in this process
+    for batch in list(remaining):
         check_cancel(task)
-        arrays = decode_frames(batch[0][1].path, batch[0][1].member, [r.frame for _, r in batch])
+        first = batch[0][1]
+        arrays = decode_frames(first.path, first.member, [r.frame for _, r in batch], first)
         for (z, rec), arr in zip(batch, arrays, strict=True):
             _store(out, z, arr, rec, check)
             finished(z)
+
+
+def _decode_in_pool(batches: list[list[tuple[int, FrameRecord]]], remaining: list[list[tuple[int, FrameRecord]]],
+                    out: np.ndarray, task: TaskContext | None, finished: Callable[[int], None], check: bool,
+                    shared_path: str | None) -> None:
+    """Decode ``batches`` in the worker processes; each finished batch is removed from ``remaining``."""
+    pool = process_pool()
+    if shared_path:
+        futures = {pool.submit(decode_into_shared, shared_path, out.shape, out.dtype.str, b, check): b
+                   for b in batches}
+    else:
+        futures = {pool.submit(decode_frames, b[0][1].path, b[0][1].member, [r.frame for _, r in b], b[0][1]): b
+                   for b in batches}
+    for fut in _completed(list(futures), task):
+        batch = futures[fut]
+        result = fut.result()
+        for (z, rec), arr in zip(batch, result, strict=True):
+            if not shared_path:
+                _store(out, z, arr, rec, check)
+            finished(z)
+        remaining.remove(batch)
 
 
 def _invert(volume: Volume, rec: FrameRecord) -> None:

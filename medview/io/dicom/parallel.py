@@ -64,7 +64,7 @@ def isolation_available() -> bool:
     """Whether untrusted compressed data can be decoded in a worker process, even with one CPU, so that a codec
     that aborts (an uncaught C++ exception, a Rust panic set to abort) ends that worker, not medview.  Not in a
     daemonic process: there the process itself is the isolated worker (Dask reports its death as a failed case)."""
-    return not _DISABLED and not in_daemon_process()
+    return not in_daemon_process()  # even after disable_pool(): safety is worth a new start
 
 
 def _init_worker(owner: int) -> None:
@@ -175,7 +175,7 @@ def reset_pool() -> None:
         pool, _POOL = _POOL, None
     if pool is not None:
         with contextlib.suppress(Exception):
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)  # its workers have ended: releases its locks now
 
 
 def shutdown() -> None:
