@@ -9,6 +9,7 @@ happens.  PNG/JPEG/TIFF/BMP become single-slice volumes.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +26,15 @@ from medview.core.errors import (
     UnsupportedFormatError,
 )
 from medview.core.geometry import Geometry
+from medview.core.modality import UNKNOWN as UNKNOWN_MODALITY
 from medview.core.tasks import TaskContext, report
 from medview.core.volume import Volume, VolumeMetadata
+from medview.io import nifti
 from medview.io.dicom.headers import looks_like_dicom
 from medview.io.dicom.load import MiddleSliceCallback, load_series
 from medview.io.dicom.scan import ScanResult, SeriesInfo, scan_dicom
 from medview.io.limits import check_allocation, format_bytes, memory_budget_bytes
+from medview.io.nifti import NiftiLayout
 
 ITK_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".img")
 PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -46,6 +50,8 @@ class FileImageInfo:
     components: int
     kind: str
     warnings: list[str] = field(default_factory=list)
+    modality: str = UNKNOWN_MODALITY  # what the file states (NRRD/MHA key), else "unknown"; never the format
+    nifti: NiftiLayout | None = None  # set for .nii/.nii.gz, read by medview.io.nifti rather than SimpleITK
 
     @property
     def uid(self) -> str:
@@ -54,7 +60,7 @@ class FileImageInfo:
     def summary(self) -> dict[str, Any]:
         g = self.geometry
         return {
-            "uid": self.uid, "kind": self.kind, "modality": "", "description": os.path.basename(self.path),
+            "uid": self.uid, "kind": self.kind, "modality": self.modality, "description": os.path.basename(self.path),
             "size": list(g.size_xyz), "spacing_mm": [round(s, 6) for s in g.spacing],
             "origin_mm": [round(o, 6) for o in g.origin], "orientation": g.orientation_code(),
             "direction": [round(d, 6) for d in g.direction], "pixel_type": self.pixel_type,
@@ -149,44 +155,11 @@ def _gzip_claimed_size(path: str) -> int | None:
         return None
 
 
-def _nifti_data_offset(path: str) -> int | None:
-    """Where a NIfTI-1/2 file's voxels start (``vox_offset``), read from its header (gzip or not)."""
-    import gzip
-
-    try:
-        opener = gzip.open if path.lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            head = fh.read(540)
-    except (OSError, EOFError):
-        return None
-    for order in ("<", ">"):
-        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
-            return int(struct.unpack(order + "f", head[108:112])[0])
-        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
-            return int(struct.unpack(order + "q", head[168:176])[0])
-    return None
-
-
-def _check_nifti_length(path: str, needed: int) -> None:
-    """A truncated NIfTI is refused: ITK would read the missing voxels as zeros without a word, and a cut
-    gzip's trailer (read for the memory check) would be a meaningless size."""
-    lower = path.lower()
-    if not lower.endswith((".nii", ".nii.gz")):
-        return
-    offset = _nifti_data_offset(path)
-    if offset is None:
-        return
-    expected = offset + needed
-    if lower.endswith(".nii"):
-        actual = os.path.getsize(path)
-        if actual < expected:
-            raise CorruptFileError(f"{path} is truncated: {format_bytes(actual)} on disk, its header describes "
-                                   f"{format_bytes(expected)}")
-        return
-    claimed = _gzip_claimed_size(path)
-    if claimed is not None and claimed != expected % (1 << 32):
-        raise CorruptFileError(f"{path} is truncated or damaged: the compressed stream does not end with the "
-                               f"{format_bytes(expected)} its header describes")
+def _nifti_info(path: str) -> FileImageInfo:
+    layout, geometry, warnings = nifti.read_layout(path)
+    kind = "image2d" if geometry.shape[0] == 1 else "volume"
+    return FileImageInfo(path, geometry, nifti.pixel_type_text(layout), layout.components, kind, warnings,
+                         nifti=layout)
 
 
 def _itk_info(path: str) -> FileImageInfo:
@@ -194,6 +167,8 @@ def _itk_info(path: str) -> FileImageInfo:
 
     if os.path.getsize(path) == 0:
         raise CorruptFileError(f"The file {path} is empty (0 bytes)")
+    if nifti.is_nifti_path(path):
+        return _nifti_info(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
@@ -225,24 +200,55 @@ def _itk_info(path: str) -> FileImageInfo:
         if components == 1 else 8
     needed = size[0] * size[1] * size[2] * components * itemsize
     check_allocation(needed, f"{os.path.basename(path)} ({size[0]}x{size[1]}x{size[2]})")
-    _check_nifti_length(path, needed if dim != 4 else needed * size[3])
     claimed = _gzip_claimed_size(path)
     if claimed is not None and path.lower().endswith(".gz") and claimed > memory_budget_bytes():
         raise ResourceLimitError(f"{path} decompresses to {format_bytes(claimed)}, over the memory budget")
     kind = "image2d" if size[2] == 1 or path.lower().endswith(PICTURE_EXTENSIONS) else "volume"
-    return FileImageInfo(path, geometry, pixel, components, kind, warnings)
+    return FileImageInfo(path, geometry, pixel, components, kind, warnings, modality=_stated_modality(reader))
+
+
+def _stated_modality(reader) -> str:
+    """The modality a NRRD key (``modality:=CT``) or a MetaImage ``Modality = MET_MOD_CT`` states, else
+    ``"unknown"``: the file format is never taken for a modality."""
+    for key in reader.GetMetaDataKeys():
+        if key.strip().lower() in ("modality", "dicom_modality", "0008|0060"):
+            value = reader.GetMetaData(key).strip().upper().removeprefix("MET_MOD_")
+            if value.isalnum() and 2 <= len(value) <= 16 and value not in ("UNKNOWN", "OTHER"):
+                return value
+    return UNKNOWN_MODALITY
+
+
+_SOURCE_PATH = re.compile(r"\S+\.(?:cxx|cpp|cc|hxx|txx|h)(?::\d+)*:?")
+_LIBRARY_PREFIX = re.compile(r"^(?:sitk::ERROR|itk::ERROR|ITK ERROR|ERROR):\s*|^\w+\(0x[0-9a-fA-F]+\):\s*"
+                             r"|^\[nrrd\]\s*\w+:\s*")
 
 
 def _itk_reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    detail = [ln.strip() for ln in text if ln.strip() and not ln.strip().startswith(("/", "sitk::", "itk::"))]
-    return (detail[-1] if detail else text[-1] if text else "unreadable")[:300]
+    """One plain sentence from a SimpleITK/ITK error: no C++ source paths, object addresses or prefixes."""
+    parts = []
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line.startswith("Exception thrown in SimpleITK"):
+            continue
+        for _ in range(3):
+            line = _LIBRARY_PREFIX.sub("", _SOURCE_PATH.sub("", line).strip()).strip()
+        if line:
+            parts.append(line)
+    text = " ".join(parts)
+    last = parts[-1] if parts else ""
+    if "Unable to determine ImageIO reader" in text:
+        return "its header is not recognised (not a NIfTI, NRRD or MetaImage file, or a damaged one)"
+    if "File cannot be read" in text or "data not read completely" in text:
+        return "its voxel data cannot be read completely (the file is truncated or damaged)"
+    return (last or "unreadable")[:300]
 
 
 def _read_itk(info: FileImageInfo, task: TaskContext | None) -> Volume:
     import SimpleITK as sitk
 
     report(task, 0.0, f"Reading {os.path.basename(info.path)}", force=True)
+    if info.nifti is not None:
+        return _volume(info, nifti.read_voxels(info.path, info.nifti, task), task)
     try:
         image = sitk.ReadImage(info.path)
     except RuntimeError as exc:
@@ -259,7 +265,12 @@ def _read_itk(info: FileImageInfo, task: TaskContext | None) -> Volume:
                                      "grey or RGB(A) images")
     if array.dtype == np.float64:
         array = array.astype(np.float32)
-    meta = VolumeMetadata(series_description=os.path.basename(info.path), warnings=list(info.warnings),
-                          source=info.path, photometric="RGB" if info.components > 1 else "MONOCHROME2")
+    return _volume(info, array, task)
+
+
+def _volume(info: FileImageInfo, array: np.ndarray, task: TaskContext | None) -> Volume:
+    meta = VolumeMetadata(modality=info.modality, series_description=os.path.basename(info.path),
+                          warnings=list(info.warnings), source=info.path,
+                          photometric="RGB" if info.components > 1 else "MONOCHROME2")
     report(task, 1.0, "Done", force=True)
     return Volume(np.ascontiguousarray(array), info.geometry, meta)
