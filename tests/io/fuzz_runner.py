@@ -32,7 +32,7 @@ from pathlib import Path
 TIME_LIMIT_S = 10.0
 BUDGET_MB = 96  # MEDVIEW_MEMORY_BUDGET_MB for the runs
 # what a run may use above an idle forked run besides the budget: codec buffers, pydicom's copy of the file
-ALLOWANCE_MB = 160
+ALLOWANCE_MB = 32
 OWN_LINE = re.compile(r"^(medview: error: .+|warning: .+)$")
 
 

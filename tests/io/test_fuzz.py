@@ -168,12 +168,17 @@ def test_compressed_number_of_frames_must_have_its_fragments(tmp_path: Path) -> 
     {"ImageOrientationPatient": "0\\0\\0\\0\\0\\0"}, {"ImageOrientationPatient": "1\\0\\0\\1\\0\\0"},
     {"PixelSpacing": "nan\\1"}, {"PixelSpacing": "1\\inf"}, {"SliceThickness": "inf"},
     {"InstanceNumber": "abc"}, {"NumberOfFrames": "1\\2"}, {"NumberOfFrames": "inf"},
+    {"PixelSpacing": "1e-308\\1e-308"}, {"SliceThickness": "1e-308"}, {"PixelSpacing": "1e300\\1"},
 ])
 def test_nan_inf_zero_geometry_and_non_numbers_still_open(tmp_path: Path, values: dict[str, str]) -> None:
-    """'cannot convert float NaN to integer', 'Singular matrix', 'invalid literal for int()', MultiValue."""
+    """'cannot convert float NaN to integer', 'Singular matrix', 'invalid literal for int()', MultiValue;
+    and each still converts (a 1e-308 mm spacing made SimpleITK's matrix singular when writing)."""
+    from medview.io.writers import write_image
+
     for source in ("CT_small.dcm", "MR_small_RLE.dcm"):
         path = _edited(tmp_path, source, name=f"x_{source}", **values)
         volume = medview.open_image(path)
+        write_image(volume, tmp_path / f"{source}.nii.gz")
         expected = pydicom.dcmread(FILES / source).pixel_array
         assert volume.array.shape[-2:] == expected.shape
         assert all(np.isfinite(volume.geometry.spacing)) and all(np.isfinite(volume.geometry.origin))

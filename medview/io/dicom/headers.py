@@ -187,6 +187,17 @@ def _first_float(ds: Dataset | None, keyword: str) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
+# A pixel or slice spacing outside this range (1e-308 mm, 1e300 mm) is a damaged value: used, it makes the
+# image's matrix singular (ITK refuses it) or its extent infinite.  It is treated as absent.
+MIN_LENGTH_MM, MAX_LENGTH_MM = 1e-4, 1e6
+
+
+def _length_mm(ds: Dataset | None, keyword: str) -> float | None:
+    """A thickness or spacing in mm within [MIN_LENGTH_MM, MAX_LENGTH_MM], else None."""
+    value = _first_float(ds, keyword)
+    return value if value is not None and MIN_LENGTH_MM <= value <= MAX_LENGTH_MM else None
+
+
 def _orientation(ds: Dataset | None) -> tuple[float, float, float, float, float, float] | None:
     """ImageOrientationPatient when it gives two non-zero, non-parallel directions; else None (no geometry)."""
     o = _float_tuple(ds, "ImageOrientationPatient", 6)
@@ -359,8 +370,8 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         rows=rows, columns=cols, samples_per_pixel=spp, bits_allocated=bits_alloc,
         bits_stored=_int(ds, "BitsStored") or bits_alloc, pixel_representation=_int(ds, "PixelRepresentation") or 0,
         photometric=photometric, patient_orientation=tuple(_values(ds, "PatientOrientation") or ()),
-        slice_thickness=_first_float(ds, "SliceThickness"),
-        spacing_between_slices=_first_float(ds, "SpacingBetweenSlices"),
+        slice_thickness=_length_mm(ds, "SliceThickness"),
+        spacing_between_slices=_length_mm(ds, "SpacingBetweenSlices"),
         gantry_tilt=_first_float(ds, "GantryDetectorTilt") or 0.0,
         pixel_length=length, encapsulated=encapsulated, float_pixels=pixel_tag != 0x7FE00010,
         # a supplemental palette (enhanced CT/MR with PixelPresentation COLOR) keeps grey pixels
@@ -407,7 +418,7 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         transform = _functional(group, shared, "PixelValueTransformationSequence")
         voi = _functional(group, shared, "FrameVOILUTSequence")
         content = _seq_item(group, "FrameContentSequence")
-        f_spacing = _float_tuple(measures, "PixelSpacing", 2)
+        f_spacing = _spacing_pair(measures, "PixelSpacing")
         frame_notes = list(rescale_notes)
         f_slope = _rescale_value(transform, "RescaleSlope", 1.0, frame_notes)
         f_intercept = _rescale_value(transform, "RescaleIntercept", 0.0, frame_notes)
@@ -427,7 +438,7 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
             stack_key=stack_key, pixel_offset=frame_offset(i), is_enhanced=True, notes=tuple(frame_notes), **common,
         )
         if record.slice_thickness is None:
-            record.slice_thickness = _first_float(measures, "SliceThickness")
+            record.slice_thickness = _length_mm(measures, "SliceThickness")
         records.append(record)
     return records
 
@@ -510,10 +521,15 @@ def _dose_frame_positions(ds: Dataset, position: tuple[float, float, float] | No
     return [(x + v * normal[0], y + v * normal[1], z + v * normal[2]) for v in values], tuple(notes)
 
 
+def _spacing_pair(ds: Dataset | None, keyword: str) -> tuple[float, float] | None:
+    value = _float_tuple(ds, keyword, 2)
+    return value if value is not None and all(MIN_LENGTH_MM <= v <= MAX_LENGTH_MM for v in value) else None  # type: ignore[return-value]
+
+
 def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
-        value = _float_tuple(ds, keyword, 2)
-        if value is not None and min(value) > 0:
+        value = _spacing_pair(ds, keyword)
+        if value is not None:
             return value, keyword  # type: ignore[return-value]
     return None, ""
 
