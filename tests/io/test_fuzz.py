@@ -227,3 +227,16 @@ def test_errors_are_medview_errors_in_process(tmp_path: Path) -> None:
         path = _edited(tmp_path, "MR_small_RLE.dcm", **values)
         with pytest.raises(MedviewError):
             medview.open_image(path)
+
+
+def test_rle_claiming_65535_x_65535_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a budget that allows the 8 GB volume, the decoder still never sees a frame that cannot fill it (the
+    fuzz saw such runs grow to 3.5 GB before they were killed)."""
+    import resource
+
+    monkeypatch.setenv("MEDVIEW_MEMORY_BUDGET_MB", "100000")
+    path = _edited(tmp_path, "MR_small_RLE.dcm", Rows=65535, Columns=65535)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with pytest.raises(CorruptFileError, match="too short for 65535x65535 pixels"):
+        medview.open_image(path)
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < max(before, 1) + 512 * 1024  # KB

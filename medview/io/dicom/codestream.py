@@ -87,6 +87,12 @@ def check_frame(frame: bytes, ts: str, rows: int, columns: int, samples: int, bi
                 f"The RLE pixel data of {location} does not match its header: {segments} segment(s) for "
                 f"{samples} sample(s) of {bits_allocated} bits (expected {expected}), or segment offsets outside "
                 "the frame")
+        # a PackBits run packet of 2 bytes gives at most 128: a shorter segment cannot fill rows x columns
+        ends = [*offsets[1:], len(frame)]
+        if any((end - start) * 64 < rows * columns for start, end in zip(offsets, ends, strict=True)):
+            raise CorruptFileError(
+                f"The RLE pixel data of {location} is too short for {columns}x{rows} pixels: the header's size or "
+                "the data is damaged")
         return
     precision = 0
     if ts in JPEG_FAMILY:

@@ -146,7 +146,6 @@ def _use_scanned_values(ds, rec: FrameRecord) -> None:
 
 def _check_compressed_frames(ds, rec: FrameRecord, frames: list[int], ts: str, location: str) -> None:
     """Before decoding: the frame buffers fit the memory budget and each frame's own header matches."""
-    check_allocation(rec.frame_bytes * 3, f"Decoding one {rec.columns}x{rec.rows} frame of {location}")
     for index in frames:
         try:
             frame = get_frame(ds.PixelData, index, number_of_frames=rec.n_frames)
@@ -154,6 +153,8 @@ def _check_compressed_frames(ds, rec: FrameRecord, frames: list[int], ts: str, l
             raise CorruptFileError(f"The compressed pixel data of {location} is damaged: frame {index + 1} of "
                                    f"{rec.n_frames} cannot be found ({exc})") from None
         check_frame(frame, ts, rec.rows, rec.columns, rec.samples_per_pixel, rec.bits_allocated, location)
+    # the loader checked the whole volume against its budget; this is the worker's own (its environment's) limit
+    check_allocation(rec.frame_bytes * 3, f"Decoding one {rec.columns}x{rec.rows} frame of {location}")
 
 
 def _decode_one(ds, index: int | None, plugin: str, ts: str) -> tuple[np.ndarray, str]:
