@@ -15,12 +15,10 @@ thick slices (about 18 % at 0.7 x 0.7 x 2.5 mm); the test holds a 20 mm sphere o
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from medview.core.atomic import atomic_write_bytes
 from medview.core.errors import MedviewError, WriteError
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, report
@@ -181,34 +180,4 @@ def to_csv(stats: Sequence[LabelStatistics], path: str | os.PathLike[str]) -> Pa
             *s.bbox_min_xyz, *s.bbox_max_xyz, *s.bbox_min_lps, *s.bbox_max_lps, s.surface_mm2)])
     if not str(path).lower().endswith(".csv"):
         raise WriteError(f"Cannot write {os.path.basename(os.fspath(path))}: statistics are written as .csv")
-    return _write_atomically(Path(path), buffer.getvalue().encode("utf-8"))
-
-
-def _write_atomically(target: Path, data: bytes) -> Path:
-    """Temp file in the same folder, fsync, os.replace, fsync the folder.
-
-    The same steps as :func:`medview.io.atomic.atomic_write_bytes`, repeated here because the layer
-    contract keeps ``medview.algorithms`` from importing ``medview.io``.
-    """
-    target = target.absolute()
-    if not target.parent.is_dir():
-        raise WriteError(f"The output folder {target.parent} does not exist")
-    tmp = target.with_name(f".partial-{secrets.token_hex(6)}-{target.name}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise WriteError(f"Could not write {target}: {exc.strerror or exc}") from None
-    if os.name != "nt":
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            with contextlib.suppress(OSError):
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-    return target
+    return atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))

@@ -46,10 +46,9 @@ def _write_label_table(labels: LabelMap, output: str, provenance: dict[str, Any]
     table: dict[str, Any] = {str(e.value): {"name": e.name, "color": list(e.color)} for e in labels.labels}
     table["model"] = provenance
     path = label_table_path(output)
-    try:
-        path.write_text(json.dumps(table, indent=2), encoding="utf-8")
-    except OSError as exc:
-        raise WriteError(f"Could not write the label table {path}: {exc.strerror}") from None
+    from medview.io.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(table, indent=2))  # a failure is a WriteError naming the file
     return str(path)
 
 

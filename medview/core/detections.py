@@ -29,11 +29,9 @@ reproduces every value exactly.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,17 +187,9 @@ class DetectionSet:
         if not path.parent.is_dir():
             raise WriteError(f"The output folder {path.parent} does not exist", path=str(path))
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise WriteError(f"Could not write the detections: {exc.strerror or exc}", path=str(path)) from None
+        from medview.core.atomic import atomic_write_text
+
+        atomic_write_text(path, text + "\n")  # temporary file, fsync, rename; the user's umask
         return path
 
     @classmethod

@@ -39,14 +39,19 @@ def check_output_path(path: str) -> None:
 
 
 def write_image(image: Volume | LabelMap, path: str | os.PathLike[str], compress: bool = True) -> str:
-    """Write ``image`` to ``path``; the format follows the extension.  Returns the path written."""
+    """Write ``image`` to ``path``; the format follows the extension.  Returns the path written.
+
+    Atomic (:func:`medview.io.atomic.atomic_path`): a write that fails or is killed leaves the previous
+    file whole, never an empty or truncated one.
+    """
     path = os.fspath(path)
     check_output_path(path)
     import SimpleITK as sitk
 
     sitk_image = _to_sitk(image.array, image.geometry)
     try:
-        sitk.WriteImage(sitk_image, path, useCompression=compress and not path.lower().endswith(".nii"))
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(sitk_image, str(tmp), useCompression=compress and not path.lower().endswith(".nii"))
     except RuntimeError as exc:
         raise WriteError(f"Could not write {path}: {str(exc).strip().splitlines()[-1]}") from None
     return path

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication
 
 from medview.app.samples import sample_path
 from medview.io.dicom import parallel
-from medview.qt.main_window import MainWindow
+from medview.qt.main_window import MainWindow, save_pixmap
 from medview.qt.workers import wait_for_all
 
 
@@ -57,8 +57,11 @@ def run_gui(paths: list[str], series: str | None = None, screenshot: str | None 
     if screenshot:
         def save(_volume=None) -> None:
             app.processEvents()
-            window.grab_with_3d().save(screenshot)
-            print(f"medview: saved {screenshot}")
+            if save_pixmap(window.grab_with_3d(), screenshot, None):  # atomic, like every file medview writes
+                print(f"medview: saved {screenshot}")
+            else:
+                print(f"medview: error: could not write {screenshot}", file=sys.stderr)
+                status["code"] = 3
             app.quit()
 
         def failed(message: str) -> None:

@@ -61,6 +61,19 @@ GESTURES = [
 ]
 
 
+def save_pixmap(pixmap, path: str, fmt: str | None = "PNG") -> bool:
+    """Save a QPixmap/QImage through the atomic writer (a failed or killed save leaves the old file)."""
+    from medview.io.atomic import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            if not pixmap.save(str(tmp), fmt):
+                raise MedviewError(f"Could not write {path}")
+    except MedviewError:
+        return False
+    return True
+
+
 class MainWindow(QMainWindow):
     """Top-level window.  ``load_finished`` fires after a volume is fully shown (tests, screenshots)."""
 
@@ -171,6 +184,7 @@ class MainWindow(QMainWindow):
                                               menu=file_menu)
         self.recent_menu = file_menu.addMenu("Recent")
         self._fill_recent()
+        self._tidy_partials()
         file_menu.addSeparator()
         self._action("Snapshot of the &view...", lambda: self.snapshot("view"), "Ctrl+S", menu=file_menu)
         self._action("Snapshot of the &layout...", lambda: self.snapshot("layout"), "Ctrl+Shift+S", menu=file_menu)
@@ -320,7 +334,7 @@ class MainWindow(QMainWindow):
             if not path:
                 return None
         widget = self.grid.views[self.grid.active] if what == "view" else self.grid
-        if not self.grab_with_3d(widget).save(path, "PNG"):
+        if not save_pixmap(self.grab_with_3d(widget), path):
             QMessageBox.warning(self, "Snapshot", f"Could not write {path}")
             return None
         self.statusBar().showMessage(f"Saved {path}", 5000)
@@ -434,6 +448,18 @@ class MainWindow(QMainWindow):
             action = self.recent_menu.addAction(path)
             action.triggered.connect(lambda _=False, p=path: self.open_path(p))
         self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    def _tidy_partials(self) -> threading.Thread:
+        """At start, remove killed writes' leftovers (medview's own ``.partial-*`` names, writer dead or
+        stale) beside the studies and label maps opened recently; in a thread, as folders may be slow."""
+        from medview.io.atomic import remove_stale_partials
+
+        folders = {os.path.dirname(os.path.abspath(p)) for p in self.recent_files()}
+        folders |= {os.path.abspath(p) for p in self.recent_files() if os.path.isdir(p)}
+        thread = threading.Thread(target=lambda: [remove_stale_partials(f) for f in sorted(folders)],
+                                  name="tidy-partials", daemon=True)
+        thread.start()
+        return thread
 
     def recent_files(self) -> list[str]:
         value = self.settings.value("recent", [])

@@ -18,9 +18,7 @@ renderer, the slice planes and the measurements without any prop matrix.  The pi
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ from vtkmodules.vtkIOGeometry import vtkOBJWriter, vtkSTLWriter
 from vtkmodules.vtkIOPLY import vtkPLYWriter
 from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper
 
+from medview.core.atomic import atomic_path
 from medview.core.errors import MedviewError, WriteError
 from medview.core.geometry import Geometry, mask_box
 from medview.core.labels import Label, LabelMap
@@ -383,13 +382,12 @@ def write_mesh(polydata: vtkPolyData, path: str | os.PathLike[str], convention: 
         raise MedviewError("The surface is empty; there is nothing to write", path=str(out))
     mesh = _triangles(_in_convention(polydata, convention))
     header = _header_text(convention)
-    folder = out.parent if str(out.parent) else Path(".")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=f".part{suffix}")
-        os.close(fd)
-    except OSError as exc:
-        raise WriteError(f"Cannot write in the folder {folder}: {exc.strerror or exc}", path=str(out)) from exc
-    try:
+    if not out.parent.is_dir():
+        raise WriteError(f"Cannot write in the folder {out.parent}: it does not exist", path=str(out))
+    # The one atomic writer: temporary file beside the output, fsync, rename; the file gets the user's
+    # umask (or the replaced file's mode), not mkstemp's 0600.
+    with atomic_path(out) as tmp:
+        tmp_name = str(tmp)
         if suffix == ".stl":
             writer = vtkSTLWriter()
             writer.SetFileTypeToBinary()
@@ -409,16 +407,6 @@ def write_mesh(polydata: vtkPolyData, path: str | os.PathLike[str], convention: 
             _run_writer(writer, tmp_name)
             body = Path(tmp_name).read_bytes()
             Path(tmp_name).write_bytes(f"# {header}\n".encode() + body)
-        os.replace(tmp_name, out)
-    except OSError as exc:
-        _remove_quietly(tmp_name)
-        raise WriteError(f"Could not write the surface: {exc.strerror or exc}", path=str(out)) from exc
-    except BaseException:
-        _remove_quietly(tmp_name)
-        raise
     return out
 
 
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
