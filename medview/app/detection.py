@@ -9,18 +9,21 @@ the catalogue and return the same :class:`~medview.core.detections.DetectionSet`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medview.algorithms.detect import get_detector
+from medview.algorithms.detect import get_detector, log_layer, serial_layers
 from medview.core.detections import DetectionSet
 from medview.core.errors import MedviewError, WriteError
 from medview.core.labels import LabelMap
 from medview.core.tasks import TaskContext, report
 from medview.core.volume import Volume
+from medview.io.dicom import parallel
 from medview.io.readers import open_image
 
 __all__ = ["detect_file", "detect_volume"]
@@ -35,6 +38,64 @@ def _parameters(method: str, diameter: Sequence[float] | None, params: Mapping[s
         raw.setdefault("min_diameter", values[0])
         raw.setdefault("max_diameter", values[1])
     return get_detector(method).parse(raw)
+
+
+def _layer_to_file(image_path: str, sigma: np.ndarray, out_path: str) -> str:
+    """In a worker process: one scale-space layer of the image saved at ``image_path``, saved to ``out_path``."""
+    np.save(out_path, log_layer(np.load(image_path, mmap_mode="r"), sigma))
+    return out_path
+
+
+def _wait(future: Future, task: TaskContext | None) -> Any:
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except TimeoutError:
+            if task is not None:
+                task.check()
+
+
+def pool_layers(image: np.ndarray, sigmas: np.ndarray, task: TaskContext | None = None) -> Iterator[np.ndarray]:
+    """The LoG scale-space layers of ``image``, computed in the worker processes, as many at once as there
+    are workers, and handed over in order through files in a temporary folder (the image is written once,
+    each layer once; a layer of a chest CT at 1 mm is 80 MB; at most all of them wait on disk).  scipy's
+    filters hold the GIL, so in this process (a GUI worker thread) they would take turns with the event
+    loop and use one core.  Without a
+    usable pool (one CPU, inside a Dask worker, ``MEDVIEW_WORKERS=1``) the layers are computed here."""
+    if not parallel.pool_available():
+        yield from serial_layers(image, sigmas, task)
+        return
+    with tempfile.TemporaryDirectory(prefix="medview-scale-space-") as folder:
+        source = os.path.join(folder, "image.npy")
+        np.save(source, np.ascontiguousarray(image, dtype=np.float32))
+        try:
+            pool = parallel.process_pool()
+            # largest scale first (its kernels are the longest): the last jobs are the short ones, so no
+            # worker waits long for another at the end; the layers are still handed over in order
+            futures: list[Future | None] = [None] * len(sigmas)
+            for i in sorted(range(len(sigmas)), key=lambda j: -float(sigmas[j][0])):
+                futures[i] = pool.submit(_layer_to_file, source, sigmas[i], os.path.join(folder, f"layer{i}.npy"))
+        except parallel.PoolFailure as exc:
+            parallel.disable_pool(exc)
+            yield from serial_layers(image, sigmas, task)
+            return
+        done = 0
+        try:
+            for future in futures:
+                try:
+                    path = _wait(future, task)
+                except parallel.PoolFailure as exc:  # a worker died: the rest here
+                    parallel.disable_pool(exc)
+                    break
+                layer = np.load(path)
+                os.remove(path)
+                done += 1
+                yield layer
+        finally:
+            for future in futures:
+                future.cancel()
+        if done < len(sigmas):
+            yield from serial_layers(image, sigmas[done:], task)
 
 
 def detect_volume(volume: Volume, method: str = "blob", diameter: Sequence[float] | None = (4.0, 30.0),
@@ -66,7 +127,8 @@ def detect_volume(volume: Volume, method: str = "blob", diameter: Sequence[float
     parsed = _parameters(method, diameter, params)
     if volume.is_color:
         raise MedviewError(f"The {detector.name} detector works on grey-scale images; this one is colour")
-    result = detector.function(volume, task=task, mask=mask, **parsed)
+    extra = {"layers": pool_layers} if detector.name == "blob" else {}
+    result = detector.function(volume, task=task, mask=mask, **parsed, **extra)
     if not result.source:
         result.source = volume.metadata.series_uid or volume.metadata.series_description
     return result
