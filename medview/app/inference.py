@@ -133,17 +133,30 @@ def _json_result_file(card, input: str, output: str, device: str, task: TaskCont
     return InferenceResult(output, result, pipeline.provenance(card), seconds, None, [*volume.warnings, *warnings])
 
 
-def estimate_time(model: str, input: str, device: str = "auto", series: str | None = None,
-                  task: TaskContext | None = None) -> dict[str, Any]:
-    """How long ``model`` would take on ``input`` here: one window timed, times the window count."""
-    card = cards.find_model(model, verify_weights=True)
-    backends.device_for(card, device)
-    volume = open_image(input, series=series, task=task)
+def _check_device(device: str) -> None:
+    if device not in backends.DEVICES:
+        raise MedviewError(f"Device must be one of {', '.join(backends.DEVICES)}, got {device!r}")
+
+
+def _estimate(card: cards.ModelCard, volume: Volume, device: str) -> dict[str, Any]:
+    """Windows x the time per window (recorded by an earlier run here: a file read; else one window timed)
+    plus what this process still pays once (MONAI's import)."""
     grid = pipeline.model_grid(volume.geometry, card.spacing_mm)
     windows = pipeline.count_windows(grid.shape, card.patch_size)
-    seconds = pipeline.estimate_seconds(card, volume, device=device)
-    return {"model": card.name, "version": card.version, "seconds": seconds, "windows": windows,
+    per_window, basis = pipeline.seconds_per_window(card, device)
+    startup = pipeline.startup_seconds()
+    return {"model": card.name, "version": card.version, "seconds": per_window * windows + startup,
+            "windows": windows, "seconds_per_window": per_window, "startup_seconds": startup, "basis": basis,
             "model_grid_shape": list(grid.shape), "spacing_mm": list(card.spacing_mm)}
+
+
+def estimate_time(model: str, input: str, device: str = "auto", series: str | None = None,
+                  task: TaskContext | None = None) -> dict[str, Any]:
+    """How long ``model`` would take on ``input`` here (see :func:`estimate_volume`)."""
+    card = cards.find_model(model, verify_weights=True)
+    _check_device(device)
+    volume = open_image(input, series=series, task=task)
+    return _estimate(card, volume, device)
 
 
 def model_card(name: str) -> dict[str, Any]:
@@ -153,12 +166,13 @@ def model_card(name: str) -> dict[str, Any]:
 
 def estimate_volume(model: str, volume: Volume, device: str = "auto", task: TaskContext | None = None
                     ) -> dict[str, Any]:
-    """Estimated run time of ``model`` on an open study: one window timed here, times the window count."""
+    """Estimated run time of ``model`` on an open study: the number of windows times the time per window
+    that the last run of this model here took (a file read, no network loaded), or, before any run here,
+    one window of the network timed; plus MONAI's import when this process has not done it yet.
+    ``basis`` says which."""
     card = cards.find_model(model, verify_weights=True)
-    backends.device_for(card, device)
-    grid = pipeline.model_grid(volume.geometry, card.spacing_mm)
-    return {"seconds": pipeline.estimate_seconds(card, volume, device=device),
-            "windows": pipeline.count_windows(grid.shape, card.patch_size)}
+    _check_device(device)
+    return _estimate(card, volume, device)
 
 
 def infer_volume(model: str, volume: Volume, device: str = "auto", task: TaskContext | None = None,

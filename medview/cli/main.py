@@ -296,7 +296,9 @@ def _run_infer(args: argparse.Namespace) -> int:
 
     if args.estimate:
         e = estimate_time(args.model, args.input, device=args.device, series=args.series, task=_progress_printer())
-        print(f"{e['model']} {e['version']}: about {e['seconds']:.1f} s here ({e['windows']} windows)")
+        print(f"{e['model']} {e['version']}: about {e['seconds']:.1f} s here ({e['windows']} windows x "
+              f"{e['seconds_per_window']:.3g} s, {e['basis']}"
+              + (f", + {e['startup_seconds']:.1f} s to load MONAI" if e["startup_seconds"] else "") + ")")
         return 0
     result = infer_file(args.model, args.input, args.output, device=args.device, series=args.series,
                         task=_progress_printer(), allow_modality_mismatch=args.allow_modality_mismatch)

@@ -25,6 +25,7 @@ model, version and card hash, and a ``provenance`` dict attribute (an image-to-i
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -39,6 +40,7 @@ from medview.core.labels import LabelMap
 from medview.core.modality import modality_mismatch
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume, subsample
+from medview.inference import throughput
 from medview.inference.backends import Backend, TorchBackend, load_backend
 from medview.inference.cards import ModelCard, find_model
 
@@ -50,6 +52,7 @@ MAX_BATCH = 16
 ACTIVATION_FACTOR = 32
 MAX_MODEL_GRID_VOXELS = 400_000_000  # the output buffers alone would need several GB beyond this
 
+PROGRESS_STEPS = 20  # progress reports per sliding-window run on the CPU, at least
 _SPAN_RESAMPLE = (0.0, 0.05)
 _SPAN_WINDOWS = (0.05, 0.9)
 
@@ -253,16 +256,43 @@ def _check_channels(card: ModelCard, channels: int) -> None:
                                "expected")
 
 
+def _import_monai() -> float:
+    """Import MONAI's sliding window; the seconds it took (0 when it was already imported)."""
+    if "monai.inferers" in sys.modules:
+        return 0.0
+    start = time.perf_counter()
+    import monai.inferers  # noqa: F401 - MONAI imports all its submodules: seconds in a fresh process
+
+    return time.perf_counter() - start
+
+
+def _remaining(elapsed: float, done: int, total: int) -> str:
+    if done >= total or elapsed <= 0:
+        return ""
+    left = elapsed / done * (total - done)
+    return f", ~{max(left, 1.0):.0f} s left"
+
+
 def _sliding_window(inputs: np.ndarray, card: ModelCard, backend: Backend, batch_size: int,
                     task: TaskContext | None) -> np.ndarray:
+    """MONAI's blended sliding window; progress after every window (or group of windows, at least
+    :data:`PROGRESS_STEPS` times) on the CPU, after every batch on CUDA, with the time left estimated from
+    the windows done so far."""
     import torch
     from monai.inferers import sliding_window_inference
 
     total = count_windows(inputs.shape[1:], card.patch_size)
-    state = {"windows": 0, "post": None, "checked": False}
+    state = {"windows": 0, "post": None, "checked": False, "start": time.perf_counter()}
+    # Windows go to the GPU only for torch on CUDA (ONNX Runtime takes numpy); blending stays on the CPU.
+    sw_device = "cuda" if isinstance(backend, TorchBackend) and backend.device == "cuda" else "cpu"
+    # MONAI hands the predictor whole batches; a study of few windows (the sample CT: 8) was one batch, so
+    # progress sat at its start for the whole run.  On the CPU batches are split so that progress (and a
+    # cancel) comes at least PROGRESS_STEPS times a run, after every window when there are fewer.
+    step = batch_size if sw_device == "cuda" else max(1, min(batch_size, total // PROGRESS_STEPS))
+    lo, hi = _SPAN_WINDOWS
 
-    def predictor(patches: Any) -> Any:
-        check_cancel(task)  # before the batch: a cancel costs at most the batch in flight
+    def predict(patches: Any) -> Any:
+        check_cancel(task)  # before each call: a cancel costs at most the window (batch) in flight
         out = backend.predict_tensor(patches)
         if not state["checked"]:
             _check_channels(card, int(out.shape[1]))
@@ -272,13 +302,16 @@ def _sliding_window(inputs: np.ndarray, card: ModelCard, backend: Backend, batch
             out = state["post"](out)
         state["windows"] += int(patches.shape[0])
         done = min(state["windows"], total)
-        lo, hi = _SPAN_WINDOWS
-        report(task, lo + (hi - lo) * done / total, f"Running {card.name}: window {done} of {total}")
+        left = _remaining(time.perf_counter() - state["start"], done, total)
+        report(task, lo + (hi - lo) * done / total, f"Running {card.name}: window {done} of {total}{left}")
         return out
 
+    def predictor(patches: Any) -> Any:
+        if int(patches.shape[0]) <= step:
+            return predict(patches)
+        return torch.cat([predict(patches[i:i + step]) for i in range(0, int(patches.shape[0]), step)])
+
     tensor = torch.from_numpy(inputs[None])
-    # Windows go to the GPU only for torch on CUDA (ONNX Runtime takes numpy); blending stays on the CPU.
-    sw_device = "cuda" if isinstance(backend, TorchBackend) and backend.device == "cuda" else "cpu"
     with torch.inference_mode():
         result = sliding_window_inference(tensor, list(card.patch_size), batch_size, predictor, overlap=OVERLAP,
                                           mode="gaussian", padding_mode="replicate", sw_device=sw_device,
@@ -314,9 +347,12 @@ def _to_labels(scores: np.ndarray, card: ModelCard) -> np.ndarray:
 
 
 def _scores_on_model_grid(card: ModelCard, volume: Volume, device: str, task: TaskContext | None,
-                          batch_size: int | None, memory_budget_mb: float | None, backend: Backend | None
-                          ) -> tuple[np.ndarray, Geometry]:
-    """Steps 1-3 of :func:`run_model`: the network's blended output on the model grid, and that grid."""
+                          batch_size: int | None, memory_budget_mb: float | None, backend: Backend | None,
+                          stats: dict[str, Any] | None = None) -> tuple[np.ndarray, Geometry]:
+    """Steps 1-3 of :func:`run_model`: the network's blended output on the model grid, and that grid.
+
+    ``stats`` (when given) receives the requested device, the number of windows and MONAI's import time, for
+    :func:`_record_throughput`."""
     check_cancel(task)
     grid = model_grid(volume.geometry, card.spacing_mm)
     if int(np.prod(grid.shape)) * _output_channels(card) > MAX_MODEL_GRID_VOXELS:
@@ -334,8 +370,20 @@ def _scores_on_model_grid(card: ModelCard, volume: Volume, device: str, task: Ta
     inputs = preprocess(moved, card, volume.array)
     del moved
     report(task, _SPAN_RESAMPLE[1], f"Running {card.name}", force=True)
+    import_s = _import_monai()
+    if stats is not None:
+        stats.update(device=device, windows=count_windows(inputs.shape[1:], card.patch_size),
+                     import_s=import_s)
     scores = _sliding_window(inputs, card, backend, batch, task)
     return scores, grid
+
+
+def _record_throughput(card: ModelCard, stats: dict[str, Any], started: float) -> None:
+    """Store this run's time per window (without MONAI's import) for the next estimate here."""
+    if "windows" in stats:
+        seconds = time.perf_counter() - started - stats["import_s"]
+        throughput.record(card.card_hash, stats["device"], stats["windows"], seconds,
+                          stats["import_s"] or None)
 
 
 def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task: TaskContext | None = None,
@@ -364,7 +412,8 @@ def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task
     if card.task not in ("segmentation", "image-to-image"):
         raise MedviewError(f"Model {card.name} is a {card.task} model; run_model runs segmentation and "
                            "image-to-image models (classification: classify, detection: detect)")
-    scores, grid = _scores_on_model_grid(card, volume, device, task, batch_size, memory_budget_mb, backend)
+    started, stats = time.perf_counter(), {}
+    scores, grid = _scores_on_model_grid(card, volume, device, task, batch_size, memory_budget_mb, backend, stats)
     report(task, 0.92, "Resampling the result onto the study", force=True)
     info = provenance(card)
     if card.task == "image-to-image":
@@ -373,8 +422,10 @@ def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task
         metadata = replace(volume.metadata, warnings=list(volume.metadata.warnings),
                            extra={**volume.metadata.extra, "provenance": info},
                            series_description=f"{volume.metadata.series_description} ({card.name})".strip())
+        out = Volume(array.astype(np.float32, copy=False), volume.geometry, metadata)
+        _record_throughput(card, stats, started)
         report(task, 1.0, "Done", force=True)
-        return Volume(array.astype(np.float32, copy=False), volume.geometry, metadata)
+        return out
     labels = _to_labels(scores, card)
     if card.largest_component:
         labels = _largest_components(labels, [e.value for e in card.labels])
@@ -385,6 +436,7 @@ def run_model(model: ModelCard | str, volume: Volume, device: str = "auto", task
     result.warnings = []  # type: ignore[attr-defined]
     if probabilities:
         result.probabilities = _probabilities(scores, card, grid, volume)  # type: ignore[attr-defined]
+    _record_throughput(card, stats, started)
     report(task, 1.0, "Done", force=True)
     return result
 
@@ -449,7 +501,8 @@ def detect(model: ModelCard | str, volume: Volume, device: str = "auto", task: T
     if card.task != "detection":
         raise MedviewError(f"Model {card.name} is a {card.task} model, not a detection model")
     settings = detection_settings(card, threshold=threshold)
-    scores, grid = _scores_on_model_grid(card, volume, device, task, batch_size, memory_budget_mb, backend)
+    started, stats = time.perf_counter(), {}
+    scores, grid = _scores_on_model_grid(card, volume, device, task, batch_size, memory_budget_mb, backend, stats)
     report(task, 0.92, "Finding peaks", force=True)
     spacing_zyx = np.array(grid.spacing[::-1], dtype=float)
     min_distance = max(1, round(settings["min_distance_mm"] / float(spacing_zyx.min())))
@@ -471,6 +524,7 @@ def detect(model: ModelCard | str, volume: Volume, device: str = "auto", task: T
                           source=volume.metadata.series_uid or volume.metadata.series_description,
                           method=f"{card.name} {card.version}",
                           params={**settings, "card_hash": card.card_hash})
+    _record_throughput(card, stats, started)
     report(task, 1.0, "Done", force=True)
     return result
 
@@ -535,18 +589,35 @@ def _probabilities(scores: np.ndarray, card: ModelCard, grid: Geometry, volume: 
 
 
 def time_one_window(card: ModelCard, backend: Backend) -> float:
-    """Seconds for one window on this machine (after one warm-up call, which is not counted)."""
+    """Seconds for one window on this machine: one call, timed (the first call of a TorchScript model
+    carries its one-time optimisation, which the run pays too)."""
     window = np.zeros((1, card.in_channels, *card.patch_size), dtype=np.float32)
-    backend.predict(window)
     start = time.perf_counter()
     backend.predict(window)
     return max(time.perf_counter() - start, 1e-6)
 
 
+def seconds_per_window(card: ModelCard, device: str = "auto", backend: Backend | None = None
+                       ) -> tuple[float, str]:
+    """``(seconds, basis)``: a whole run's time per window here as recorded by an earlier run
+    (:mod:`~medview.inference.throughput`: costs a file read), else one window of the network timed now
+    (loads the model; the network alone, so an underestimate of the first run)."""
+    entry = throughput.lookup(card.card_hash, device)
+    if entry is not None:
+        return float(entry["seconds_per_window"]), "measured by an earlier run here"
+    backend = backend or load_backend(card, device)
+    return time_one_window(card, backend), "one window timed (no run here yet)"
+
+
+def startup_seconds() -> float:
+    """What a run in this process still pays once: MONAI's import (as last measured here), else 0."""
+    return 0.0 if "monai.inferers" in sys.modules else throughput.import_seconds()
+
+
 def estimate_seconds(model: ModelCard | str, volume: Volume, device: str = "auto",
                      backend: Backend | None = None) -> float:
-    """Rough run time: one window timed here, times the number of windows the study needs."""
+    """Run time, without the one-time :func:`startup_seconds`: the number of windows the study needs
+    times :func:`seconds_per_window`."""
     card = _card(model)
     grid = model_grid(volume.geometry, card.spacing_mm)
-    backend = backend or load_backend(card, device)
-    return time_one_window(card, backend) * count_windows(grid.shape, card.patch_size)
+    return seconds_per_window(card, device, backend)[0] * count_windows(grid.shape, card.patch_size)

@@ -136,7 +136,7 @@ class AIPanel(JobSlot, QWidget):
     def estimate(self) -> Worker | None:
         from medview.app.inference import estimate_volume
 
-        self.status.setText("Timing one window…")
+        self.status.setText("Estimating…")
         return self._start(estimate_volume, on_done=self._estimated)
 
     def run(self) -> Worker | None:
@@ -187,7 +187,7 @@ class AIPanel(JobSlot, QWidget):
 
     def _progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(fraction * 100))
-        self.progress.setFormat(message[:40] or "%p%")
+        self.progress.setFormat(message[:64] or "%p%")
 
     def _end(self) -> None:
         self.run_button.setEnabled(True)
@@ -197,7 +197,8 @@ class AIPanel(JobSlot, QWidget):
 
     def _estimated(self, estimate: dict, name: str) -> None:
         self._end()
-        self.status.setText(f"{name}: about {estimate['seconds']:.1f} s here ({estimate['windows']} windows)")
+        self.status.setText(f"{name}: about {estimate['seconds']:.1f} s here ({estimate['windows']} windows; "
+                            f"{estimate.get('basis', 'one window timed')})")
 
     def _done(self, result, name: str) -> None:
         self._end()
