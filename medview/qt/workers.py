@@ -31,10 +31,17 @@ class WorkerSignals(QObject):
 
 
 class Worker(QRunnable):
-    """Run ``fn(*args, task=..., **kwargs)`` in the thread pool."""
+    """Run ``fn(*args, task=..., **kwargs)`` in the thread pool.
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    ``in_process=True``: the thread hands ``fn`` (a module-level function; its arguments and result are
+    pickled, large arrays shared) to a process of its own and waits for it (``offload.run_in_process``).
+    For work that holds the GIL (scikit-image, scikit-learn, SciPy, numpy loops): in a thread it stalls
+    the event loop for as long as it runs.  Progress still arrives; Cancel kills the process at once.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, in_process: bool = False, **kwargs: Any) -> None:
         super().__init__()
+        self.in_process = in_process
         self.setAutoDelete(False)  # the GUI holds it until finished, so signals stay valid
         self.signals = WorkerSignals()
         # 10 reports a second at most: each one repaints the progress bar (and with it the window)
@@ -48,7 +55,12 @@ class Worker(QRunnable):
     def run(self) -> None:
         # ``done`` is set before the signal goes out, so a slot can rely on it
         try:
-            result = self.fn(*self.args, task=self.task, **self.kwargs)
+            if self.in_process:
+                from medview.app.offload import run_in_process
+
+                result = run_in_process(self.fn, *self.args, task=self.task, own_process=True, **self.kwargs)
+            else:
+                result = self.fn(*self.args, task=self.task, **self.kwargs)
         except CancelledError:
             self.done = True
             self.signals.cancelled.emit()
