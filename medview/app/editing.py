@@ -54,6 +54,7 @@ class Stroke:
         if not erase_mode:
             state.labels.label(self.value)  # raises a clear error for a value not in the table
         self.dabs: list[Edit] = []
+        self.table_before = state.labels.table_snapshot()  # entries the stroke adds belong to its undo step
         self._last: np.ndarray | None = None
         self.settings.bounds()  # an empty range is refused before anything is painted
 
@@ -92,7 +93,7 @@ class Stroke:
         verb = "Erase" if self.erase_mode else f"Paint {labels.label(self.value).name}"
         edit = combine_edits(labels.array, self.dabs, f"{verb} ({self.settings.radius_mm:g} mm {self.settings.shape})")
         self.dabs = []
-        change = self.state.history.record("labels", edit, edit.description)
+        change = self.state.history.record("labels", edit, edit.description, table_before=self.table_before)
         self.state._labels_changed()
         return change
 

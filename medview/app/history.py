@@ -33,17 +33,24 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medview.algorithms.label_edit import BBox, Edit
+from medview.algorithms.label_edit import BBox, Edit, empty_edit
 from medview.core.errors import CorruptFileError, MedviewError
 from medview.core.geometry import Geometry
-from medview.core.labels import LabelMap
+from medview.core.labels import (
+    LabelMap,
+    TableSnapshot,
+    apply_table_change,
+    table_from_json,
+    table_snapshot,
+    table_to_json,
+)
 from medview.io.atomic import atomic_write_bytes
 
 HISTORY_SUFFIX = ".medview-history"
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 STEP_OVERHEAD_BYTES = 256  # Python objects and bookkeeping of one step, counted against the budget
 _MAGIC = b"MEDVIEW-HISTORY\n"
-_FORMAT = 1
+_FORMAT = 2  # 2: steps carry the label table before and after; the target its table
 _HASH_CHUNK_BYTES = 16 * 2**20
 
 
@@ -81,10 +88,15 @@ class _Step:
     before_z: bytes
     delta_z: bytes
     tag: Any = None  # an opaque marker of what made the step (the replay log asks whether it is undone)
+    # a label map's table before and after the step (None: the step did not change it): undo and redo
+    # restore the names, colours, locks, visibility and opacity the voxels had, with them
+    table_before: TableSnapshot | None = None
+    table_after: TableSnapshot | None = None
 
     @property
     def nbytes(self) -> int:
-        return len(self.before_z) + len(self.delta_z) + STEP_OVERHEAD_BYTES
+        table = 96 * (len(self.table_before or ()) + len(self.table_after or ()))
+        return len(self.before_z) + len(self.delta_z) + STEP_OVERHEAD_BYTES + table
 
     @property
     def bbox(self) -> BBox:
@@ -101,14 +113,16 @@ class _Step:
         return raw.view(np.dtype(self.dtype)).reshape(self.shape)
 
     @classmethod
-    def from_edit(cls, target_id: str, edit: Edit, description: str, tag: Any = None) -> _Step:
+    def from_edit(cls, target_id: str, edit: Edit, description: str, tag: Any = None,
+                  tables: tuple[TableSnapshot, TableSnapshot] | None = None) -> _Step:
+        table_before, table_after = tables if tables is not None and tables[0] != tables[1] else (None, None)
         before = np.ascontiguousarray(edit.before)
         after = np.ascontiguousarray(edit.after, dtype=before.dtype)
         b = before.reshape(-1).view(np.uint8)
         delta = np.bitwise_xor(after.reshape(-1).view(np.uint8), b)
         # level 1: label data compresses nearly as well as at level 6, several times faster on big edits
         return cls(target_id, description, tuple(int(s.start) for s in edit.bbox), tuple(before.shape),  # type: ignore[arg-type]
-                   before.dtype.str, zlib.compress(b, 1), zlib.compress(delta, 1), tag)
+                   before.dtype.str, zlib.compress(b, 1), zlib.compress(delta, 1), tag, table_before, table_after)
 
 
 def _array_of(target: Any) -> np.ndarray:
@@ -153,12 +167,16 @@ class HistorySnapshot:
 
     undo: tuple[_Step, ...]
     redo: tuple[_Step, ...]
+    table: TableSnapshot | None = None  # the label table when the snapshot was taken (the steps end at it)
 
-    def write(self, path: str | os.PathLike[str], array: np.ndarray, geometry: Geometry | None = None) -> Path:
+    def write(self, path: str | os.PathLike[str], array: np.ndarray, geometry: Geometry | None = None,
+              table: TableSnapshot | None = None) -> Path:
         """Write the steps to ``path`` atomically, stamped with ``array``'s content and ``geometry``.
 
-        ``array`` must hold the content the steps end at (the label file saved alongside).
+        ``array`` must hold the content the steps end at (the label file saved alongside); ``table``: the label
+        table that goes with it (kept in the file, so the names survive even without a table file beside it).
         """
+        table = table if table is not None else self.table
         blobs: list[bytes] = []
         offset = 0
 
@@ -172,6 +190,9 @@ class HistorySnapshot:
                     entry[key] = [offset, len(blob), zlib.crc32(blob)]
                     blobs.append(blob)
                     offset += len(blob)
+                if s.table_before is not None and s.table_after is not None:
+                    entry["table_before"], entry["table_after"] = table_to_json(s.table_before), table_to_json(
+                        s.table_after)
                 out.append(entry)
             return out
 
@@ -185,6 +206,7 @@ class HistorySnapshot:
                 "geometry": None if geometry is None else {
                     "spacing": list(geometry.spacing), "origin": list(geometry.origin),
                     "direction": list(geometry.direction)},
+                "table": None if table is None else table_to_json(table),
             },
             "undo": describe(self.undo),
             "redo": describe(self.redo),
@@ -213,12 +235,24 @@ class History:
         self._memory = 0
         self.dropped_steps = 0
         self.version = 0  # increases on every change (autosave compares it)
+        # the label table a loaded history file ended at (the table saved with the label file), or None
+        self.saved_table: TableSnapshot | None = None
+        self._data_versions: dict[str, int] = {}
 
     # -- targets ----------------------------------------------------------------------------------
     def register(self, target_id: str, target: Any) -> None:
         """Make ``target`` (a LabelMap, Volume or ndarray) editable under ``target_id``."""
         _array_of(target)
         self._targets[str(target_id)] = target
+
+    def data_version(self, target_id: str) -> int:
+        """Increases whenever a step (do, undo, redo) changes ``target_id``'s voxels; a result computed from
+        them (features, statistics) is stale once this moves on."""
+        return self._data_versions.get(target_id, 0)
+
+    def _touched(self, step: _Step) -> None:
+        if all(n > 0 for n in step.shape):
+            self._data_versions[step.target_id] = self._data_versions.get(step.target_id, 0) + 1
 
     def target(self, target_id: str) -> Any:
         try:
@@ -242,34 +276,58 @@ class History:
         self.version += 1
 
     # -- recording --------------------------------------------------------------------------------
-    def record(self, target_id: str, edit: Edit, description: str | None = None, tag: Any = None) -> Change | None:
+    def record(self, target_id: str, edit: Edit, description: str | None = None, tag: Any = None,
+               table_before: TableSnapshot | None = None) -> Change | None:
         """Remember an edit that has already been applied to the target.  Returns None for an empty edit.
 
-        ``tag``: any object identifying what made the step; :meth:`is_undone` answers for it later."""
-        array = _array_of(self.target(target_id))
-        if edit.is_empty:
+        ``tag``: any object identifying what made the step; :meth:`is_undone` answers for it later.
+        ``table_before``: for a label map, its table before the change (names a result gave its labels...):
+        the step keeps it and the table now, so undo and redo restore the table with the voxels.  Values the
+        edit wrote that have no entry get one ("Label N") as part of the step.  An empty edit that changed
+        the table is a step of its own (a rename)."""
+        target = self.target(target_id)
+        array = _array_of(target)
+        tables = None
+        if isinstance(target, LabelMap):
+            before = table_before if table_before is not None else target.table_snapshot()
+            if not edit.is_empty:
+                target.add_missing_entries()
+            tables = (table_snapshot(list(before)), target.table_snapshot())
+        if edit.is_empty and (tables is None or tables[0] == tables[1]):
             return None
         if any(int(s.stop) > n for s, n in zip(edit.bbox, array.shape, strict=True)):
             raise ValueError(f"Edit bbox {edit.bbox} lies outside the target's shape {array.shape}")
         if not np.array_equal(array[edit.bbox], edit.after):  # recorded before being applied: undo would corrupt
             raise ValueError(f"record() needs an applied edit: {target_id} does not hold its values (use perform())")
-        step = _Step.from_edit(target_id, edit, description or edit.description or "Edit", tag)
+        step = _Step.from_edit(target_id, edit, description or edit.description or "Edit", tag, tables)
         self._memory -= sum(s.nbytes for s in self._redo)  # a new change ends the redo branch
         self._redo.clear()
         self._undo.append(step)
         self._memory += step.nbytes
         self._enforce_budget()
         self.version += 1
+        self._touched(step)
         kept = bool(self._undo) and self._undo[-1] is step
         return Change(target_id, step.bbox, step.description, "do", undoable=kept, tag=tag)
 
-    def perform(self, target_id: str, edit: Edit, description: str | None = None, tag: Any = None) -> Change | None:
-        """Apply ``edit`` to the target and record it: the usual way to make a change."""
+    def perform(self, target_id: str, edit: Edit, description: str | None = None, tag: Any = None,
+                table_before: TableSnapshot | None = None) -> Change | None:
+        """Apply ``edit`` to the target and record it: the usual way to make a change.
+
+        ``table_before``: see :meth:`record` (the table may already hold the result's names)."""
         target = self.target(target_id)
-        if edit.is_empty:
+        if edit.is_empty and table_before is None:
             return None
-        self._write(target, edit.bbox, edit.after)
-        return self.record(target_id, edit, description, tag)
+        if not edit.is_empty:
+            self._write(target, edit.bbox, edit.after)
+        return self.record(target_id, edit, description, tag, table_before=table_before)
+
+    def record_table(self, target_id: str, table_before: TableSnapshot, description: str,
+                     tag: Any = None) -> Change | None:
+        """A change of a label map's table alone (rename, colour, lock, a new entry), already made: one step."""
+        array = _array_of(self.target(target_id))
+        return self.record(target_id, empty_edit(array.dtype, description), description, tag,
+                           table_before=table_before)
 
     def is_undone(self, tag: Any) -> bool:
         """True when the step recorded with ``tag`` has been undone (and not redone)."""
@@ -320,8 +378,10 @@ class History:
             raise MedviewError("Nothing to undo")
         step = self._undo[-1]
         self._swap(step, step.after(), step.before(), "Undo")
+        self._restore_table(step, step.table_after, step.table_before)
         self._redo.append(self._undo.pop())
         self.version += 1
+        self._touched(step)
         return Change(step.target_id, step.bbox, step.description, "undo", tag=step.tag)
 
     def redo(self) -> Change:
@@ -330,8 +390,10 @@ class History:
             raise MedviewError("Nothing to redo")
         step = self._redo[-1]
         self._swap(step, step.before(), step.after(), "Redo")
+        self._restore_table(step, step.table_before, step.table_after)
         self._undo.append(self._redo.pop())
         self.version += 1
+        self._touched(step)
         return Change(step.target_id, step.bbox, step.description, "redo", tag=step.tag)
 
     def _swap(self, step: _Step, expected: np.ndarray, new: np.ndarray, verb: str) -> None:
@@ -342,6 +404,11 @@ class History:
             raise MedviewError(f"{verb} of '{step.description}' is not possible: {step.target_id} was changed "
                                "outside the undo history.  Clear the history to go on editing.")
         self._write(target, step.bbox, new)
+
+    def _restore_table(self, step: _Step, old: TableSnapshot | None, new: TableSnapshot | None) -> None:
+        target = self.target(step.target_id)
+        if old is not None and new is not None and isinstance(target, LabelMap):
+            target.labels[:] = apply_table_change(target.labels, old, new)
 
     @staticmethod
     def _write(target: Any, bbox: BBox, values: np.ndarray) -> None:
@@ -364,9 +431,10 @@ class History:
     # -- persistence ------------------------------------------------------------------------------
     def snapshot(self, target_id: str) -> HistorySnapshot:
         """The steps of ``target_id`` as they are now; cheap (steps are immutable), safe to write from a worker."""
-        self.target(target_id)
+        target = self.target(target_id)
         return HistorySnapshot(tuple(s for s in self._undo if s.target_id == target_id),
-                               tuple(s for s in self._redo if s.target_id == target_id))
+                               tuple(s for s in self._redo if s.target_id == target_id),
+                               target.table_snapshot() if isinstance(target, LabelMap) else None)
 
     def save(self, path: str | os.PathLike[str], target_id: str) -> Path:
         """Write ``target_id``'s steps to ``path`` atomically, stamped with the target's current content.
@@ -374,7 +442,8 @@ class History:
         Save right after the label file itself, so the stamp matches what is on disk.
         """
         target = self.target(target_id)
-        return self.snapshot(target_id).write(path, _array_of(target), _geometry_of(target))
+        table = target.table_snapshot() if isinstance(target, LabelMap) else None
+        return self.snapshot(target_id).write(path, _array_of(target), _geometry_of(target), table)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], target_id: str, target: Any,
@@ -428,10 +497,22 @@ class History:
                         raise CorruptFileError(f"The undo history {path.name} is damaged (step '{e['description']}')",
                                                path=str(path))
                     blobs.append(blob)
+                tables = (None, None)
+                if e.get("table_before") is not None and e.get("table_after") is not None:
+                    try:
+                        tables = (table_from_json(e["table_before"]), table_from_json(e["table_after"]))
+                    except (KeyError, TypeError, ValueError):
+                        raise CorruptFileError(f"The undo history {path.name} is damaged (the label table of "
+                                               f"step '{e['description']}')", path=str(path)) from None
                 out.append(_Step(target_id, str(e["description"]), tuple(e["start"]), tuple(e["shape"]),
-                                 str(e["dtype"]), blobs[0], blobs[1]))
+                                 str(e["dtype"]), blobs[0], blobs[1], None, *tables))
             return out
 
+        try:
+            saved_table = saved.get("table")
+            history.saved_table = None if saved_table is None else table_from_json(saved_table)
+        except (KeyError, TypeError, ValueError):
+            history.saved_table = None
         history._undo = deque(steps(header["undo"]))
         history._redo = steps(header["redo"])
         history._memory = sum(s.nbytes for s in history._undo) + sum(s.nbytes for s in history._redo)

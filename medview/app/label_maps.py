@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +38,28 @@ def label_map_warnings(labels: LabelMap) -> list[str]:
 def _table_for(path: Path) -> dict[int, dict]:
     """A JSON label table next to the file: ``label_table.json`` or ``<stem>_labels.json``."""
     stem = path.name.split(".")[0]
-    for candidate in (path.parent / "label_table.json", path.parent / f"{stem}_labels.json",
-                      path.parent / f"{stem.replace('_atlas', '')}_labels.json"):
+    # the file's own table first: a folder's label_table.json is for the files that have none
+    for candidate in (path.parent / f"{stem}_labels.json", path.parent / f"{stem.replace('_atlas', '')}_labels.json",
+                      path.parent / "label_table.json"):
         if candidate.exists():
             with open(candidate, encoding="utf-8") as fh:
                 return {int(k): v for k, v in json.load(fh).items() if str(k).isdigit()}
     return {}
+
+
+def label_table_path(label_path: str | os.PathLike[str]) -> Path:
+    """``<stem>_labels.json`` beside a label file: where its label table is written and read first."""
+    path = Path(label_path)
+    return path.parent / f"{path.name.split('.')[0]}_labels.json"
+
+
+def write_label_table(labels: LabelMap, label_path: str | os.PathLike[str]) -> Path:
+    """Write ``labels``' table (value -> name, colour) beside ``label_path`` atomically, the file
+    :func:`open_label_map` reads back with it."""
+    from medview.io.atomic import atomic_write_text
+
+    table = {str(e.value): {"name": e.name, "color": list(e.color)} for e in labels.labels}
+    return atomic_write_text(label_table_path(label_path), json.dumps(table, indent=1))
 
 
 def _same_grid(a: Geometry, b: Geometry) -> bool:
@@ -205,4 +222,9 @@ def open_label_map_with_history(path: str | os.PathLike[str], reference: Volume 
     if label_map_warnings(labels):
         return labels, None, "The undo history beside the file was not loaded: the labels were resampled"
     history, message = History.load_or_empty(history_file, "labels", labels)
+    if message is None and history.saved_table is not None and not is_seg_file(Path(path)) and not _table_for(
+            Path(path)):
+        # no table file beside the labels: the history file has the table its steps end at (names, colours)
+        labels.labels = [replace(e) for e in history.saved_table]
+        labels.add_missing_entries()
     return labels, (history if message is None else None), message

@@ -371,27 +371,70 @@ class ViewerState:
         self.set_labels(labels)
         return labels
 
-    def edit_labels(self, edit: Edit, description: str | None = None, step: dict[str, Any] | None = None
-                    ) -> Change | None:
+    def edit_labels(self, edit: Edit, description: str | None = None, step: dict[str, Any] | None = None,
+                    table: list[Label] | None = None) -> Change | None:
         """Apply an edit of the label map and record it (undoable); redraws the views.
 
-        ``step``: the pipeline step that made it, for the replay log (None: a hand edit)."""
-        if self.labels is None:
+        ``step``: the pipeline step that made it, for the replay log (None: a hand edit).  ``table``: the
+        entries of a result (a threshold's or a model's names and colours): a value new to the table is added,
+        a known one takes the result's name, in the same undo step as the voxels."""
+        labels = self.labels
+        if labels is None:
             raise MedviewError("There is no label map to edit")
+        before = labels.table_snapshot()
+        if table:
+            known = {e.value: e for e in labels.labels}
+            for entry in table:
+                if entry.value in known:
+                    known[entry.value].name = entry.name
+                else:
+                    labels.labels.append(Label(entry.value, entry.name, tuple(entry.color), entry.visible,
+                                               entry.opacity, entry.locked))
         entry = self.steps.begin(step, description or edit.description or "Edit", self.history)
-        change = self.history.perform("labels", edit, description, tag=entry)
+        try:
+            change = self.history.perform("labels", edit, description, tag=entry, table_before=before)
+        except Exception:
+            labels.labels[:] = list(before)  # nothing was recorded: the table stays as it was
+            raise
         if change is not None:
             self._labels_changed()
         return change
 
-    def replace_label_array(self, array: np.ndarray, description: str, step: dict[str, Any] | None = None
-                            ) -> Change | None:
-        """A whole-map result (segmentation, morphology) as one undoable step on the current label map."""
+    def replace_label_array(self, array: np.ndarray, description: str, step: dict[str, Any] | None = None,
+                            table: list[Label] | None = None) -> Change | None:
+        """A whole-map result (segmentation, morphology) as one undoable step on the current label map, with
+        the result's label ``table`` (see :meth:`edit_labels`)."""
         from medview.algorithms.label_edit import replace_array
 
         if self.labels is None:
             raise MedviewError("There is no label map to replace")
-        return self.edit_labels(replace_array(self.labels, array, description), description, step=step)
+        return self.edit_labels(replace_array(self.labels, array, description), description, step=step, table=table)
+
+    def apply_label_result(self, labels: LabelMap, description: str, step: dict[str, Any] | None = None
+                           ) -> Change | None:
+        """A segmentation, refinement or model result: on the current map's grid it replaces the voxels as one
+        undo step that also carries the result's label names (undo brings back the old names and drops the
+        new rows); otherwise it becomes the label map.  ``step``: default, the one the result records."""
+        from medview.app.replay import step_of
+
+        step = step if step is not None else step_of(labels)
+        current = self.labels
+        if current is not None and current.geometry.is_same_grid(labels.geometry):
+            return self.replace_label_array(labels.array, description, step=step, table=labels.labels)
+        self.set_labels(labels, step=step, description=description)
+        return None
+
+    def _edit_table(self, description: str, change: Callable[[LabelMap], None]) -> None:
+        """A change of the label table (rename, colour, lock, new entry) as one undo step of its own."""
+        labels = self.labels
+        if labels is None:
+            return
+        before = labels.table_snapshot()
+        change(labels)
+        if labels.table_snapshot() != before:
+            self.steps.prune(self.history)  # the step ends the redo branch: forget the undone log entries first
+            self.history.record_table("labels", before, description)
+        self.emit("labels")
 
     def replace_volume(self, volume: Volume, description: str, step: dict[str, Any] | None = None
                        ) -> Change | None:
@@ -443,6 +486,12 @@ class ViewerState:
         self.set_volume(self.layers[name], keep_view=True, derived=True)
         self.emit("layers")
 
+    def data_key(self) -> tuple[int, int, int, int]:
+        """Identifies the voxels of the image and label map shown now: a result computed from them (features,
+        label statistics) belongs to them only while this is unchanged (no edit, undo, redo, new map)."""
+        return (id(self.volume), id(self.labels), self.history.data_version("volume"),
+                self.history.data_version("labels"))
+
     def record_features(self, label: int, params: Any = None, description: str = "") -> None:
         """Log a feature computation on the current study (it changes no data, so undo leaves it)."""
         self.steps.begin(features_step(label, params), description or f"Features of label {label}", self.history,
@@ -475,10 +524,10 @@ class ViewerState:
         if labels is None:
             return
         present = labels.voxel_counts()
+        labels.add_missing_entries()
         known = {e.value for e in labels.labels}
-        for value in present:
-            if value not in known:
-                labels.labels.append(Label(value, f"Label {value}", default_color(value)))
+        if labels.labels and self.active_label not in known:  # its entry went with an undo
+            self.active_label = labels.labels[0].value
         self.label_max = max([*present, *known], default=0)
         self.emit("labels")
 
@@ -492,29 +541,44 @@ class ViewerState:
         if value is None:
             raise MedviewError(f"All {limit} label values are in use")
         entry = Label(value, name or f"Label {value}", color or default_color(value))
-        labels.labels.append(entry)
         self.active_label = value
         self.label_max = max(self.label_max, value)
-        self.emit("labels")
+        self._edit_table(f"Add label {entry.name}", lambda m: m.labels.append(entry))
         return entry
 
     def rename_label(self, value: int, name: str) -> None:
+        """Rename an entry (one undo step)."""
         if self.labels is None or not name.strip():
             raise MedviewError("A label needs a name")
-        self.labels.label(value).name = name.strip()
-        self.emit("labels")
+        entry = self.labels.label(value)
+        old = entry.name
+
+        def rename(_m: LabelMap) -> None:
+            entry.name = name.strip()
+
+        self._edit_table(f"Rename {old} to {name.strip()}", rename)
 
     def set_label_color(self, value: int, color: tuple[int, int, int]) -> None:
+        """Change an entry's colour (one undo step)."""
         if self.labels is None:
             return
-        self.labels.label(value).color = tuple(int(np.clip(c, 0, 255)) for c in color)  # type: ignore[assignment]
-        self.emit("labels")
+        entry = self.labels.label(value)
+
+        def recolour(_m: LabelMap) -> None:
+            entry.color = tuple(int(np.clip(c, 0, 255)) for c in color)  # type: ignore[assignment]
+
+        self._edit_table(f"Colour of {entry.name}", recolour)
 
     def set_label_locked(self, value: int, locked: bool) -> None:
+        """Lock or unlock an entry against edits (one undo step)."""
         if self.labels is None:
             return
-        self.labels.label(value).locked = bool(locked)
-        self.emit("labels")
+        entry = self.labels.label(value)
+
+        def lock(_m: LabelMap) -> None:
+            entry.locked = bool(locked)
+
+        self._edit_table(f"{'Lock' if locked else 'Unlock'} {entry.name}", lock)
 
     def set_active_label(self, value: int) -> None:
         if self.labels is not None and value not in {e.value for e in self.labels.labels}:

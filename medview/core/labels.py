@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,52 @@ class Label:
     visible: bool = True
     opacity: float = 0.5
     locked: bool = False
+
+
+LABEL_FIELDS = ("name", "color", "visible", "opacity", "locked")  # what an undo step restores of an entry
+
+# A label table frozen at one moment: copies of its entries, in order (an undo step keeps two of them).
+TableSnapshot = tuple[Label, ...]
+
+
+def table_snapshot(entries: list[Label]) -> TableSnapshot:
+    """Copies of ``entries`` (a later rename or colour change does not reach them)."""
+    return tuple(replace(e, color=tuple(e.color)) for e in entries)
+
+
+def table_to_json(snapshot: TableSnapshot) -> list[dict[str, Any]]:
+    return [{**asdict(e), "color": list(e.color)} for e in snapshot]
+
+
+def table_from_json(items: list[dict[str, Any]]) -> TableSnapshot:
+    known = {f.name for f in fields(Label)}
+    return tuple(Label(**{**{k: v for k, v in item.items() if k in known}, "value": int(item["value"]),
+                          "color": tuple(int(c) for c in item.get("color", (255, 0, 0)))}) for item in items)
+
+
+def apply_table_change(entries: list[Label], old: TableSnapshot, new: TableSnapshot) -> list[Label]:
+    """``entries`` with the change from ``old`` to ``new`` applied, and only that change.
+
+    An entry added between ``old`` and ``new`` is added (at its place in ``new``), one removed is removed,
+    and of an entry in both only the fields that differ (:data:`LABEL_FIELDS`) are set to ``new``'s values:
+    undo passes ``(after, before)``, redo ``(before, after)``, and a later change the step did not make (a
+    label hidden since) stays as it is.  Returns a new list of new entries.
+    """
+    was = {e.value: e for e in old}
+    will = {e.value: e for e in new}
+    out = [replace(e) for e in entries if not (e.value in was and e.value not in will)]
+    by_value = {e.value: e for e in out}
+    for index, entry in enumerate(new):
+        current = by_value.get(entry.value)
+        if current is None:
+            out.insert(min(index, len(out)), replace(entry, color=tuple(entry.color)))
+            continue
+        before = was.get(entry.value)
+        for name in LABEL_FIELDS:
+            value = getattr(entry, name)
+            if before is None or getattr(before, name) != value:
+                setattr(current, name, tuple(value) if name == "color" else value)
+    return out
 
 
 @dataclass
@@ -87,6 +133,17 @@ class LabelMap:
                 if v and n:
                     counts[v] = counts.get(v, 0) + sign * int(n)
         self._counts = {v: n for v, n in sorted(counts.items()) if n > 0}
+
+    def table_snapshot(self) -> TableSnapshot:
+        """The label table as it is now (copies), for an undo step."""
+        return table_snapshot(self.labels)
+
+    def add_missing_entries(self) -> list[Label]:
+        """Give every value present in the array an entry ("Label N", a default colour); returns those added."""
+        known = {e.value for e in self.labels}
+        added = [Label(v, f"Label {v}", default_color(v)) for v in self.voxel_counts() if v not in known]
+        self.labels.extend(added)
+        return added
 
     def present_values(self) -> list[int]:
         """Non-zero values that occur in the array, ascending."""

@@ -26,13 +26,15 @@ AUTOSAVE_MS = 60_000
 def _write_labels(labels: LabelMap, path: str, history_snapshot, task=None) -> str:
     """Worker job: the label map (NIfTI/NRRD/MHA) and its undo history beside it, both atomically."""
     from medview.app.history import history_path_for
+    from medview.app.label_maps import write_label_table
     from medview.io.atomic import atomic_path
     from medview.io.writers import write_image
 
     with atomic_path(path) as tmp:
         write_image(labels, tmp)
+    write_label_table(labels, path)  # the names and colours that go with these voxels
     if history_snapshot is not None:
-        history_snapshot.write(history_path_for(path), labels.array, labels.geometry)
+        history_snapshot.write(history_path_for(path), labels.array, labels.geometry, labels.table_snapshot())
     return path
 
 
@@ -123,20 +125,7 @@ class EditingController(QObject):
         self._update_actions()
 
     def _segmented(self, labels: LabelMap, description: str) -> None:
-        from medview.app.replay import step_of
-
-        step = step_of(labels)
-        current = self.state.labels
-        if current is not None and current.geometry.is_same_grid(labels.geometry):
-            names = {e.value: e for e in current.labels}
-            for entry in labels.labels:
-                if entry.value not in names:
-                    current.labels.append(entry)
-                else:
-                    names[entry.value].name = entry.name
-            self.state.replace_label_array(labels.array, description, step=step)
-        else:
-            self.state.set_labels(labels, step=step, description=description)
+        self.state.apply_label_result(labels, description)  # voxels and names: one undo step
         self.window.statusBar().showMessage(f"{description}: {len(labels.present_values())} label(s)", 10000)
         self._update_actions()
 
@@ -187,7 +176,7 @@ class EditingController(QObject):
         except MedviewError as exc:
             QMessageBox.warning(self.window, "Save label map", str(exc))
             return None
-        copy = LabelMap(labels.array.copy(), labels.geometry, labels=list(labels.labels), source=path)
+        copy = LabelMap(labels.array.copy(), labels.geometry, labels=list(labels.table_snapshot()), source=path)
         snapshot = self.state.history.snapshot("labels")
         worker = Worker(_write_labels, copy, path, snapshot)
         worker.signals.finished.connect(lambda p: self._saved(p))

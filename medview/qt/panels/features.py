@@ -64,6 +64,8 @@ class FeaturesPanel(JobSlot, QWidget):
         self.params_path: str | None = None  # None: the bundled default
         self.features: dict[str, float] = {}
         self.computed_label: int | None = None
+        self._computed_key: tuple | None = None  # ViewerState.data_key() of the voxels the features describe
+        self._running_key: tuple | None = None
         self.label_box = QComboBox()
         self.label_box.setToolTip("The label whose region is measured")
         self.params_edit = QLineEdit()
@@ -121,7 +123,10 @@ class FeaturesPanel(JobSlot, QWidget):
 
     # -- choices ------------------------------------------------------------------------------------------------
     def refresh_labels(self) -> None:
-        """Fill the chooser with the label map's values present on the image (name and value)."""
+        """Fill the chooser with the label map's values present on the image (name and value); features of
+        voxels that have changed since (an edit, undo, redo, another map) are cleared, never exported."""
+        if self.features and self._computed_key != self.state.data_key():
+            self._clear_features("The labels or the image changed since: compute the features again.")
         labels = self.state.labels
         current = self.label_box.currentData()
         self.label_box.blockSignals(True)
@@ -169,6 +174,7 @@ class FeaturesPanel(JobSlot, QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy: the process cannot report fractions
         self.status.setText(f"Computing features of label {label}…")
+        self._running_key = self.state.data_key()
         return self.run_job(Worker(_compute, volume, labels, int(label), self.params_path),
                             lambda features, n=int(label), p=self.params_path: self._show(features, n, p))
 
@@ -188,8 +194,13 @@ class FeaturesPanel(JobSlot, QWidget):
     def _show(self, features: dict[str, float], label: int, params: str | None) -> None:
         from medview.analysis.features import split_feature_name
 
+        if self._running_key != self.state.data_key():  # the voxels changed while it ran: not theirs
+            self._clear_features("The labels or the image changed during the computation: compute again.")
+            self._end(self.status.text())
+            return
         self.features = dict(features)
         self.computed_label = label
+        self._computed_key = self._running_key
         self.table.setRowCount(len(features))
         for row, (key, value) in enumerate(features.items()):
             image_type, feature_class, name = split_feature_name(key)
@@ -203,6 +214,14 @@ class FeaturesPanel(JobSlot, QWidget):
         self._end(f"{len(features)} features of label {label}")
         self.computed.emit({"label": label, "params": params, "features": dict(features)})
 
+    def _clear_features(self, message: str) -> None:
+        self.features = {}
+        self.computed_label = None
+        self._computed_key = None
+        self.table.setRowCount(0)
+        self.export_button.setEnabled(False)
+        self.status.setText(message)
+
     # -- export ---------------------------------------------------------------------------------------------------
     def case_id(self) -> str:
         from medview.app.features import case_id_for
@@ -215,6 +234,8 @@ class FeaturesPanel(JobSlot, QWidget):
         return "case"
 
     def export_csv(self, path: str | None = None) -> str | None:
+        if self.features and self._computed_key != self.state.data_key():
+            self._clear_features("The labels or the image changed since: compute the features again.")
         if not self.features or self.computed_label is None:
             QMessageBox.information(self, "Features", "Compute the features first.")
             return None

@@ -37,6 +37,8 @@ class LabelStatsPanel(JobSlot, QWidget):
         super().__init__(parent)
         self.state = state
         self.stats: list = []
+        self._stats_key: tuple | None = None  # ViewerState.data_key() of the voxels the statistics describe
+        self._running_key: tuple | None = None
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
@@ -84,13 +86,19 @@ class LabelStatsPanel(JobSlot, QWidget):
             self.status.setText("No label map")
             return None
         self.status.setText("Computing…")
+        self._running_key = (self.state.data_key(), tuple((e.value, e.name) for e in labels.labels))
         return self.run_job(Worker(_compute, labels, None if volume.is_color else volume), self._show)
 
     def _failed(self, message: str) -> None:
         self.status.setText(message)
 
+    def _current_key(self) -> tuple | None:
+        labels = self.state.labels
+        return None if labels is None else (self.state.data_key(), tuple((e.value, e.name) for e in labels.labels))
+
     def _show(self, stats: list) -> None:
         self.stats = stats
+        self._stats_key = self._running_key
         self.table.setRowCount(len(stats))
         for r, s in enumerate(stats):
             extent = np.array(s.bbox_max_lps) - np.array(s.bbox_min_lps)
@@ -110,6 +118,11 @@ class LabelStatsPanel(JobSlot, QWidget):
             self.curve.setData(s.histogram_edges, s.histogram_counts)
 
     def export_csv(self, path: str | None = None) -> str | None:
+        if self.stats and self._stats_key != self._current_key():
+            # the voxels or the label table changed since: the rows would name or count other labels
+            self.stats = []
+            self.table.setRowCount(0)
+            self.status.setText("The labels changed since: press Update")
         if not self.stats:
             QMessageBox.information(self, "Label statistics", "Compute the statistics first (Update).")
             return None
