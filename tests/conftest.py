@@ -102,3 +102,12 @@ def vtk_messages():
     yield buffer
     vtkOutputWindow.SetInstance(previous)
     assert buffer.GetOutput() == "", f"VTK printed: {buffer.GetOutput()}"
+
+
+def pytest_unconfigure(config) -> None:
+    """A session whose tests have all run must end: if the interpreter is still alive 120 s later (a worker
+    process waiting on another, a thread that is never joined), print every thread's stack and exit with a
+    failure instead of hanging until CI's time limit (it once hung 80 minutes after its last test)."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(120, exit=True)

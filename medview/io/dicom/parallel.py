@@ -28,6 +28,7 @@ from medview.core.processes import is_running, process_started
 _POOL: ProcessPoolExecutor | None = None
 _DISABLED = False
 _FORKSERVER_ONLY = False
+_IS_WORKER = False  # this process is one of medview's workers (a pool's or a job's): it starts no pool of its own
 _WARMING: threading.Thread | None = None
 _LOCK = threading.Lock()
 
@@ -50,9 +51,13 @@ def worker_count() -> int:
 
 
 def in_daemon_process() -> bool:
-    """True inside a daemonic process (a Dask worker, another pool's worker), which may not start children
-    ("daemonic processes are not allowed to have children"): work is then done in this process."""
-    return bool(mp.current_process().daemon)
+    """True inside a daemonic process (a Dask worker), which may not start children ("daemonic processes are
+    not allowed to have children"), or inside one of medview's own workers: work is then done in this process.
+
+    A ProcessPoolExecutor's workers are not daemonic, so a job run in the pool that loaded a series started a
+    pool of its own there; at the end that worker waited for its pool's workers, and they for it, forever
+    (the test session hung after its last test)."""
+    return _IS_WORKER or bool(mp.current_process().daemon)
 
 
 def pool_available() -> bool:
@@ -70,6 +75,8 @@ def isolation_available() -> bool:
 def _init_worker(owner: int) -> None:
     """Each worker at its start: yield the CPU to the process that owns the pool (the GUI stays fluid while
     workers decode), and end when that process ends, however it ends."""
+    global _IS_WORKER
+    _IS_WORKER = True
     with contextlib.suppress(OSError):  # not permitted: run at normal priority
         os.nice(10)
     _quiet_output()
