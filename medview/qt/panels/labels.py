@@ -3,7 +3,7 @@ how labels are drawn (filled or outlined, opacity), and the brush settings of th
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -28,6 +28,7 @@ from medview.app.viewer import ViewerState
 from medview.core.errors import MedviewError
 
 NAME, VALUE, VOLUME, LOCKED = range(4)
+COLOR_ROLE = Qt.ItemDataRole.UserRole + 1  # the colour the row's icon shows, to redraw it only when it changes
 
 
 class LabelsPanel(QWidget):
@@ -39,6 +40,10 @@ class LabelsPanel(QWidget):
         self.tree.setHeaderLabels(["Label", "Value", "Volume (mL)", "Lock"])
         self.tree.setToolTip("Tick to show; double-click a name to rename it, the value to change the colour; "
                              "the selected label is the one the paint and fill tools draw")
+        self._in_item_change = False  # inside the table's own itemChanged: its items must not be deleted
+        self._rebuild_later = QTimer(self)
+        self._rebuild_later.setSingleShot(True)
+        self._rebuild_later.timeout.connect(self.refresh)
         self.tree.itemChanged.connect(self._item_changed)
         self.tree.itemDoubleClicked.connect(self._double_clicked)
         self.tree.currentItemChanged.connect(self._selected)
@@ -103,25 +108,60 @@ class LabelsPanel(QWidget):
 
     # -- table ----------------------------------------------------------------------------------------
     def refresh(self) -> None:
+        """Show the session's label table. Rows are updated in place; the table is rebuilt only when labels
+        were added, removed or reordered, and never while Qt is inside one of its items' changes: a change made
+        in the table (a tick, a name) reaches the session, which announces "labels" again from within
+        itemChanged, and deleting that item there is a use-after-free (SIGSEGV in libQt6Widgets)."""
         labels = self.state.labels
-        current = self.state.active_label
+        entries = list(labels.labels) if labels is not None else []
+        rows = [self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount())]
+        if [self._value(item) for item in rows] == [e.value for e in entries]:
+            self._update_rows(rows, entries)
+        elif self._in_item_change:
+            self._rebuild_later.start(0)  # after Qt has finished with the item being changed
+        else:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        labels = self.state.labels
         self.tree.blockSignals(True)
         self.tree.clear()
-        if labels is not None:
-            counts = {v: labels.volume_ml(v) for v in labels.voxel_counts()}
-            for entry in labels.labels:
-                item = QTreeWidgetItem([entry.name, str(entry.value), f"{counts.get(entry.value, 0.0):.2f}", ""])
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-                item.setCheckState(NAME, Qt.CheckState.Checked if entry.visible else Qt.CheckState.Unchecked)
-                item.setCheckState(LOCKED, Qt.CheckState.Checked if entry.locked else Qt.CheckState.Unchecked)
-                pix = QPixmap(12, 12)
-                pix.fill(QColor(*entry.color))
-                item.setIcon(NAME, QIcon(pix))
-                item.setData(NAME, Qt.ItemDataRole.UserRole, entry.value)
-                self.tree.addTopLevelItem(item)
-                if entry.value == current:
-                    self.tree.setCurrentItem(item)
+        rows = []
+        for entry in labels.labels if labels is not None else []:
+            item = QTreeWidgetItem(["", str(entry.value), "", ""])
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+            item.setData(NAME, Qt.ItemDataRole.UserRole, entry.value)
+            self.tree.addTopLevelItem(item)
+            rows.append(item)
         self.tree.blockSignals(False)
+        self._update_rows(rows, list(labels.labels) if labels is not None else [])
+
+    def _update_rows(self, rows: list[QTreeWidgetItem], entries: list) -> None:
+        """Write each entry's name, tick boxes, colour and volume into its row, changing only what differs
+        (no item is created or deleted here, so this is safe inside the table's own itemChanged)."""
+        labels = self.state.labels
+        counts = {v: labels.volume_ml(v) for v in labels.voxel_counts()} if labels is not None else {}
+        self.tree.blockSignals(True)
+        try:
+            for item, entry in zip(rows, entries, strict=True):
+                texts = {NAME: entry.name, VOLUME: f"{counts.get(entry.value, 0.0):.2f}"}
+                for column, text in texts.items():
+                    if item.text(column) != text:
+                        item.setText(column, text)
+                for column, on in ((NAME, entry.visible), (LOCKED, entry.locked)):
+                    state = Qt.CheckState.Checked if on else Qt.CheckState.Unchecked
+                    if item.data(column, Qt.ItemDataRole.CheckStateRole) is None or item.checkState(column) != state:
+                        item.setCheckState(column, state)
+                color = tuple(int(c) for c in entry.color)
+                if item.data(NAME, COLOR_ROLE) != list(color):
+                    pix = QPixmap(12, 12)
+                    pix.fill(QColor(*color))
+                    item.setIcon(NAME, QIcon(pix))
+                    item.setData(NAME, COLOR_ROLE, list(color))
+                if entry.value == self.state.active_label and self.tree.currentItem() is not item:
+                    self.tree.setCurrentItem(item)
+        finally:
+            self.tree.blockSignals(False)
         self._show_opacity(self.tree.currentItem())
 
     @staticmethod
@@ -130,20 +170,25 @@ class LabelsPanel(QWidget):
 
     def _item_changed(self, item: QTreeWidgetItem, column: int) -> None:
         value = self._value(item)
+        self._in_item_change = True
         try:
             if column == NAME:
                 entry = self.state.labels.label(value)
                 name = item.text(NAME).strip()
                 if name and name != entry.name:
                     self.state.rename_label(value, name)
+                elif not name:
+                    self.refresh()  # a blank name is not a name: show the label's own again
                 visible = item.checkState(NAME) == Qt.CheckState.Checked
                 if visible != entry.visible:
                     self.state.set_label_visible(value, visible)
             elif column == LOCKED:
                 self.state.set_label_locked(value, item.checkState(LOCKED) == Qt.CheckState.Checked)
         except MedviewError as exc:
+            self.refresh()  # the row shows the session's value again (in place: the item lives on)
             QMessageBox.warning(self, "Labels", str(exc))
-            self.refresh()
+        finally:
+            self._in_item_change = False
 
     def _double_clicked(self, item: QTreeWidgetItem, column: int) -> None:
         if column == NAME:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -28,6 +28,10 @@ class MeasurementsPanel(QWidget):
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self._in_item_change = False  # inside the table's own itemChanged: its items must not be replaced
+        self._rebuild_later = QTimer(self)
+        self._rebuild_later.setSingleShot(True)
+        self._rebuild_later.timeout.connect(self.refresh)
         self.table.itemChanged.connect(self._renamed)
         self.delete_button = QPushButton("Delete")
         self.delete_button.clicked.connect(self.delete_selected)
@@ -44,18 +48,41 @@ class MeasurementsPanel(QWidget):
         state.subscribe("volume", self.refresh)
 
     def refresh(self) -> None:
+        """Show the measurements. Rows of the same measurements are updated in place; the table is rebuilt only
+        when measurements were added or removed, and never inside its own itemChanged (a rename announces
+        "measurements" from there, and replacing the item Qt is changing is a use-after-free)."""
+        ids = [m.id for m in self.state.measurements]
+        shown = [self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) if self.table.item(r, 0) else None
+                 for r in range(self.table.rowCount())]
+        if shown != ids:
+            if self._in_item_change:
+                self._rebuild_later.start(0)  # after Qt has finished with the item being changed
+                return
+            self._rebuild()
         units = self.state.volume.metadata.units if self.state.volume else ""
         self.table.blockSignals(True)
-        self.table.setRowCount(len(self.state.measurements))
-        for row, m in enumerate(self.state.measurements):
-            values = (m.name, m.kind, m.view, m.summary(units))
-            for col, text in enumerate(values):
-                item = QTableWidgetItem(text)
-                if col != 0:
-                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-                item.setData(Qt.ItemDataRole.UserRole, m.id)
-                self.table.setItem(row, col, item)
-        self.table.blockSignals(False)
+        try:
+            for row, m in enumerate(self.state.measurements):
+                for col, text in enumerate((m.name, m.kind, m.view, m.summary(units))):
+                    item = self.table.item(row, col)
+                    if item.text() != text:
+                        item.setText(text)
+        finally:
+            self.table.blockSignals(False)
+
+    def _rebuild(self) -> None:
+        self.table.blockSignals(True)
+        try:
+            self.table.setRowCount(len(self.state.measurements))
+            for row, m in enumerate(self.state.measurements):
+                for col in range(len(self.COLUMNS)):
+                    item = QTableWidgetItem("")
+                    if col != 0:
+                        item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                    item.setData(Qt.ItemDataRole.UserRole, m.id)
+                    self.table.setItem(row, col, item)
+        finally:
+            self.table.blockSignals(False)
 
     def _renamed(self, item: QTableWidgetItem) -> None:
         if item.column() != 0:
@@ -63,7 +90,11 @@ class MeasurementsPanel(QWidget):
         for m in self.state.measurements:
             if m.id == item.data(Qt.ItemDataRole.UserRole):
                 m.name = item.text().strip() or m.name
-        self.state.emit("measurements")
+        self._in_item_change = True
+        try:
+            self.state.emit("measurements")
+        finally:
+            self._in_item_change = False
 
     def delete_selected(self) -> None:
         ids = {self.table.item(i.row(), 0).data(Qt.ItemDataRole.UserRole) for i in self.table.selectedIndexes()}
