@@ -150,3 +150,15 @@ def test_destroying_the_panel_cancels_its_jobs(qtbot, two_series):
     panel.deleteLater()
     qtbot.waitUntil(lambda: worker.task.token.cancelled, timeout=3000)
     QThreadPool.globalInstance().waitForDone(10_000)
+
+
+def test_nrrd_row_shows_unknown_modality_not_the_format(qtbot, browser, tmp_path):
+    """A NRRD that states no modality is 'unknown' in the Modality column (it read 'NRRD'); the format
+    is named on the row's second line instead."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 8, 8), np.int16)), str(tmp_path / "plain.nrrd"))
+    _scan(qtbot, browser, tmp_path / "plain.nrrd", 1)
+    row = browser.tree.topLevelItem(0)
+    assert row.text(1) == "unknown"
+    assert "NRRD" in row.text(0)

@@ -194,11 +194,10 @@ class SeriesBrowser(QWidget):
         number = s.get("series_number")
         kind = "2D image" if s["kind"] == "image2d" else "3D volume"
         second = " · ".join(x for x in (f"Series {number}" if number is not None else "", kind) if x)
+        modality = s["modality"] or "?"  # what the file states ("unknown" for NIfTI), never the file format
         if isinstance(info, FileImageInfo):
             name = info.path.lower()
-            modality = next((v for k, v in _FORMATS.items() if name.endswith(k)), "Picture")
-        else:
-            modality = s["modality"] or "?"
+            second = " · ".join((next((v for k, v in _FORMATS.items() if name.endswith(k)), "Picture"), second))
         mm = "×".join(f"{v:.3g}" for v in (spacing if sz > 1 else spacing[:2]))
         item = QTreeWidgetItem(self.tree, [f"{s['description'] or '(no description)'}\n{second}", modality,
                                            str(sz), f"{sx}×{sy}\n{mm} mm"])
