@@ -125,8 +125,9 @@ def export_seg_file(dicom_dir: str, labels_path: str, output: str, series: str |
     volume = load_info(info, task=task)
     labels = open_label_map(labels_path, reference=volume, task=task)
     report(task, 0.9, "Writing the SEG", force=True)
-    write_seg(labels, info, output, description=description, task=task)
-    notes = label_map_warnings(labels)
+    seg_notes: list[str] = []  # highdicom's/pydicom's warnings, as medview's lines (never on stderr)
+    write_seg(labels, info, output, description=description, task=task, warnings=seg_notes)
+    notes = [*label_map_warnings(labels), *seg_notes]
     return FileResult(output, f"{len(labels.present_values())} segment(s) on series {info.series_uid}"
                       + (f"; {'; '.join(notes)}" if notes else ""))
 

@@ -47,6 +47,11 @@ SEG_SOP_CLASS_UIDS = {
 }
 ALGORITHM_TYPES = ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC")
 _VALUE_NOTE = "medview label value {}"
+# Type 2 attributes of the Patient and General Study modules that the SEG copies from its source images
+# (PS3.3 C.7.1.1, C.7.2.1): anonymised data often lacks them; the SEG then holds them empty, as the
+# standard allows for type 2, instead of failing.
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "AccessionNumber", "StudyID", "ReferringPhysicianName")
 _VALUE_RE = re.compile(r"^medview label value (\d+)$")
 # Label names that describe an abnormality get the SNOMED CT "lesion" codes, everything else "tissue".
 _LESION_WORDS = ("tumour", "tumor", "lesion", "nodule", "mass", "cancer", "metasta", "neoplasm", "gtv")
@@ -167,6 +172,47 @@ def _source_datasets(info: SeriesInfo, task: TaskContext | None) -> list[tuple[l
     return out
 
 
+@contextlib.contextmanager
+def _library_warnings(into: list[str] | None):
+    """Turn highdicom's and pydicom's warnings (Python warnings and log records) into medview's own lines.
+
+    They would otherwise reach stderr with a source path and a URL; ``into`` receives one short line per
+    distinct message (its first sentence), or they are dropped when ``into`` is None.
+    """
+    import logging
+    import warnings
+
+    seen: list[str] = []
+
+    def note(text: str) -> None:
+        first = re.split(r"(?<=[.!?])\s", str(text).strip(), maxsplit=1)[0].rstrip(".")
+        if first and first not in seen:
+            seen.append(first)
+
+    class _Note(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            note(record.getMessage())
+
+    handler = _Note(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("highdicom", "pydicom")]
+    propagate = [lg.propagate for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for w in caught:
+            note(w.message)
+    finally:
+        for lg, flag in zip(loggers, propagate, strict=True):
+            lg.removeHandler(handler)
+            lg.propagate = flag
+        if into is not None:
+            into.extend(f"DICOM SEG: {text}" for text in seen)
+
+
 def write_seg(
     label_map: LabelMap,
     source_series: SeriesInfo | Sequence[str | os.PathLike[str]],
@@ -182,6 +228,7 @@ def write_seg(
     series_number: int | None = None,
     content_creator: str | None = None,
     task: TaskContext | None = None,
+    warnings: list[str] | None = None,
 ) -> str:
     """Write ``label_map`` as a binary DICOM Segmentation that references the images it was drawn on.
 
@@ -210,6 +257,11 @@ def write_seg(
         SCT "Tissue" / "Tissue".  The label's name is the Segment Label either way.
     series_number
         Series Number of the SEG (default: the source's number + 1000).
+    warnings
+        A list that receives what highdicom and pydicom warned about while building and writing the SEG
+        (e.g. a single-component Patient's Name copied from the source), one line each; those warnings
+        are never printed.  Source images without the type 2 patient and study attributes the SEG copies
+        (PatientBirthDate, PatientSex, StudyTime, ...: anonymised data) give them empty in the SEG.
 
     Returns
     -------
@@ -270,6 +322,10 @@ def write_seg(
     else:
         pixels = lut[label_map.array[np.asarray([zs[0] for zs, *_ in sources])]]
     datasets = [ds for _, ds, *_ in sources]
+    for ds in datasets:  # our own header reads, never written back to the source files
+        for keyword in _TYPE2_COPIED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
 
     family = algorithm_family
     if family is None:
@@ -295,21 +351,22 @@ def write_seg(
     check_cancel(task)
     report(task, 0.4, "Encoding the segmentation", force=True)
     source_number = info.series_number if info.series_number is not None else 0
-    try:
-        seg = hd.seg.Segmentation(
-            source_images=datasets, pixel_array=pixels, segmentation_type="BINARY",
-            segment_descriptions=descriptions, series_instance_uid=hd.UID(),
-            series_number=series_number if series_number is not None else source_number + 1000,
-            sop_instance_uid=hd.UID(), instance_number=1, manufacturer=_lo(manufacturer),
-            manufacturer_model_name="medview", software_versions=medview.__version__, device_serial_number="1",
-            content_description=_lo(description), content_label=_content_label(description),
-            content_creator_name=content_creator, series_description=_lo(description),
-        )
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise MedviewError(f"Cannot build a DICOM SEG on series {info.uid}: {exc}") from None
+    with _library_warnings(warnings):
+        try:
+            seg = hd.seg.Segmentation(
+                source_images=datasets, pixel_array=pixels, segmentation_type="BINARY",
+                segment_descriptions=descriptions, series_instance_uid=hd.UID(),
+                series_number=series_number if series_number is not None else source_number + 1000,
+                sop_instance_uid=hd.UID(), instance_number=1, manufacturer=_lo(manufacturer),
+                manufacturer_model_name="medview", software_versions=medview.__version__, device_serial_number="1",
+                content_description=_lo(description), content_label=_content_label(description),
+                content_creator_name=content_creator, series_description=_lo(description),
+            )
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise MedviewError(f"Cannot build a DICOM SEG on series {info.uid}: {exc}") from None
     check_cancel(task)
     report(task, 0.9, f"Writing {os.path.basename(path)}", force=True)
-    with atomic_path(path) as tmp:  # temporary file, fsync, rename: never a partial SEG
+    with _library_warnings(warnings), atomic_path(path) as tmp:  # temporary file, fsync, rename
         seg.save_as(tmp, enforce_file_format=True)
     report(task, 1.0, "Done", force=True)
     return path

@@ -423,14 +423,17 @@ class MainWindow(QMainWindow):
         if info is None:
             self._on_failed(reason)
             return None
-        worker = Worker(write_seg, self.state.labels, info, path, description=description)
-        worker.signals.finished.connect(lambda written: self._seg_written(written))
+        notes: list[str] = []  # highdicom's warnings, shown in the status bar rather than printed
+        worker = Worker(write_seg, self.state.labels, info, path, description=description, warnings=notes)
+        worker.signals.finished.connect(lambda written: self._seg_written(written, notes))
         self._run(worker, f"Writing DICOM SEG {os.path.basename(path)}...")
         return worker
 
-    def _seg_written(self, path: str) -> None:
+    def _seg_written(self, path: str, notes: list[str] | None = None) -> None:
         self._end_load()
-        self.statusBar().showMessage(f"DICOM SEG written: {path}", 15000)
+        for note in notes or []:
+            log.warning("%s", note)
+        self.statusBar().showMessage(f"DICOM SEG written: {path}" + "".join(f"; {n}" for n in notes or []), 15000)
         self.seg_exported.emit(path)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
