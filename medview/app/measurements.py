@@ -103,6 +103,14 @@ class Measurement:
         return (f"mean {r['mean']:.1f} ± {r['std']:.1f} {units}".rstrip() +
                 f", min {r['min']:.0f}, max {r['max']:.0f}, area {r['area_mm2'] / 100.0:.2f} cm²")
 
+    def label_text(self, units: str = "") -> str:
+        """The on-image label: the summary, a region's statistics on short lines (a view can be narrow)."""
+        r = self.results
+        if not r or self.kind in ("distance", "angle"):
+            return self.summary(units)
+        return "\n".join([f"mean {r['mean']:.1f} ± {r['std']:.1f} {units}".rstrip(),
+                          f"min {r['min']:.0f}  max {r['max']:.0f}", f"area {r['area_mm2'] / 100.0:.2f} cm²"])
+
 
 class MeasurementList(list):
     """The measurements of the current study, exportable to CSV."""

@@ -246,6 +246,7 @@ class SliceView(QWidget):
         self.preview.setZValue(20)
         self.view_box.addItem(self.preview, ignoreBounds=True)
         self.measure_items: list[pg.GraphicsObject] = []
+        self._labels_range: tuple = ()  # the view range the measurement labels were laid out for
         self.slider = SliceSlider(Qt.Orientation.Horizontal)
         self.slider.setToolTip("Slice")
         self.slider.setAutoFillBackground(True)  # opaque: moving it does not repaint the window behind it
@@ -263,6 +264,8 @@ class SliceView(QWidget):
         vb.window_drag.connect(self._on_window_drag)
         vb.wheel_steps.connect(lambda steps: self.state.scroll(self.view, steps))
         vb.sigRangeChanged.connect(lambda *_: self._update_overlay())
+        # labels are laid out in screen pixels: a zoom or pan lays them out again (only if there are any)
+        vb.sigRangeChanged.connect(lambda *_: self._relayout_labels())
         self._hover_pos = None
         self._hover_timer = QTimer(self)
         self._hover_timer.setSingleShot(True)
@@ -636,13 +639,25 @@ class SliceView(QWidget):
                 abs(self.plane.distance_to(p)) <= tolerance for p in m.points)
         return all(abs(self.plane.distance_to(p)) <= tolerance for p in m.points)
 
+    def _relayout_labels(self) -> None:
+        if self.measure_items and self._labels_range != self._range_key():
+            self._draw_measurements()
+
+    def _range_key(self) -> tuple:
+        (x0, x1), (y0, y1) = self.view_box.viewRange()
+        return round(x0, 3), round(x1, 3), round(y0, 3), round(y1, 3)
+
     def _draw_measurements(self) -> None:
+        self._labels_range = self._range_key()
         for item in self.measure_items:
             self.view_box.removeItem(item)
         self.measure_items = []
         if self.plane is None:
             return
         units = self.state.volume.metadata.units if self.state.volume else ""
+        sx, sy = (abs(v) or 1.0 for v in self.view_box.viewPixelSize())  # mm per screen pixel
+        (vx0, vx1), (vy0, vy1) = self.view_box.viewRange()
+        taken: list[QRectF] = []  # labels placed so far (view mm): none may cover another
         for m in self.state.measurements:
             if not self._visible_here(m):
                 continue
@@ -650,9 +665,32 @@ class SliceView(QWidget):
             item = pg.PlotDataItem(xy[:, 0], xy[:, 1], pen=pg.mkPen((255, 220, 0), width=1.5),
                                    symbol="o" if m.kind in ("distance", "angle") else None, symbolSize=5,
                                    symbolBrush=(255, 220, 0))
-            text = pg.TextItem(m.summary(units), color=(255, 230, 120), anchor=(0, 1))
-            text.setPos(float(xy[:, 0].max()), float(xy[:, 1].min()))
-            for it in (item, text):
+            text = pg.TextItem(m.label_text(units), color=(255, 230, 120), anchor=(0, 0),
+                               fill=pg.mkBrush(0, 0, 0, 160))
+            box = text.boundingRect()
+            w, h = box.width() * sx, box.height() * sy
+            left, right, top = float(xy[:, 0].min()), float(xy[:, 0].max()), float(xy[:, 1].min())
+            # beside the shape (right, else left), inside the visible part of the slice, below earlier labels
+            x = right + 6 * sx if right + 6 * sx + w <= vx1 else left - 6 * sx - w
+            x = min(max(x, vx0), max(vx1 - w, vx0))
+            y = min(max(top, vy0), max(vy1 - h, vy0))
+            rect = QRectF(x, y, w, h)
+            for _ in range(len(taken) + 1):
+                hit = next((r for r in taken if r.intersects(rect)), None)
+                if hit is None:
+                    break
+                rect.moveTop(hit.bottom() + 2 * sy)
+            taken.append(rect)
+            text.setPos(rect.left(), rect.top())
+            items = [item, text]
+            # a label moved away from its shape is tied to it by a thin line to the nearest corner
+            corner = (right if rect.left() > right else left, top)
+            near = (rect.left() if rect.left() > right else rect.right(), rect.top())
+            if abs(near[1] - corner[1]) > 8 * sy or abs(near[0] - corner[0]) > 12 * sx:
+                items.append(pg.PlotDataItem([corner[0], near[0]], [corner[1], near[1]],
+                                             pen=pg.mkPen((255, 220, 0, 180), width=1,
+                                                          style=Qt.PenStyle.DashLine)))
+            for it in items:
                 it.setZValue(15)
                 self.view_box.addItem(it, ignoreBounds=True)
                 self.measure_items.append(it)
