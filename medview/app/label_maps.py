@@ -23,6 +23,7 @@ from medview.core.errors import MedviewError
 from medview.core.geometry import Geometry
 from medview.core.labels import Label, LabelMap, default_color
 from medview.core.volume import Volume
+from medview.io.label_tables import find_label_table
 from medview.io.readers import open_image
 from medview.io.seg import SegGridMismatchError, is_seg_file, read_seg
 
@@ -36,7 +37,9 @@ def label_map_warnings(labels: LabelMap) -> list[str]:
 
 
 def _table_for(path: Path) -> dict[int, dict]:
-    """A JSON label table next to the file: ``label_table.json`` or ``<stem>_labels.json``."""
+    """The label table next to the file: medview's ``<stem>_labels.json`` or ``label_table.json``, else an
+    atlas's own text table (MRIcron/AAL ``.nii.txt`` + ``.lut``, FreeSurfer LUT, ITK-SNAP description:
+    :func:`medview.io.label_tables.find_label_table`), so that AAL's region 114 is 'Vermis_8', not 'Label 114'."""
     stem = path.name.split(".")[0]
     # the file's own table first: a folder's label_table.json is for the files that have none
     for candidate in (path.parent / f"{stem}_labels.json", path.parent / f"{stem.replace('_atlas', '')}_labels.json",
@@ -44,7 +47,7 @@ def _table_for(path: Path) -> dict[int, dict]:
         if candidate.exists():
             with open(candidate, encoding="utf-8") as fh:
                 return {int(k): v for k, v in json.load(fh).items() if str(k).isdigit()}
-    return {}
+    return find_label_table(path)[0]
 
 
 def label_table_path(label_path: str | os.PathLike[str]) -> Path:
