@@ -3,18 +3,23 @@
 ``medview`` alone opens the workstation on the bundled chest CT; ``medview PATH`` or ``medview view
 PATH`` opens a study; ``medview info`` and ``medview convert`` work without a display.
 Exit codes: 0 ok, 2 usage error, 3 bad input (one line on stderr, no traceback), 130 cancelled.
+An unknown command (2), a missing path (3) and a GUI verb with no display to draw on (3) are reported before
+Qt is imported: Qt itself aborts the process (exit 134) when it finds no display.  ``--screenshot`` picks Qt's
+offscreen platform when there is no display.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 
 from medview import __version__
-from medview.core.errors import MedviewError
+from medview.core.errors import InputNotFoundError, MedviewError
 from medview.core.tasks import TaskContext
 
 # Verbs that live in their own module under medview.cli: each module has ``add_parser(subparsers)`` and
@@ -196,7 +201,51 @@ def _print_info(result: dict, as_json: bool) -> None:
             print(f"    {item['file']}: {item['reason']}")
 
 
+# Qt platforms that draw on a display server; the others (offscreen, minimal, eglfs, linuxfb, vnc, ...) need none
+_DISPLAY_PLATFORMS = {"xcb": "DISPLAY", "wayland": "WAYLAND_DISPLAY", "wayland-egl": "WAYLAND_DISPLAY",
+                      "wayland-brcm": "WAYLAND_DISPLAY"}
+
+
+def _no_display() -> str | None:
+    """Why Qt would find no display to open a window on (Linux; it then aborts the process), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    requested = [p.split(":", 1)[0].strip().lower() for p in os.environ.get("QT_QPA_PLATFORM", "").split(";")]
+    requested = [p for p in requested if p]
+    if any(p not in _DISPLAY_PLATFORMS for p in requested):
+        return None  # an offscreen (or other) platform that needs no display server
+    needed = [_DISPLAY_PLATFORMS[p] for p in requested] or ["DISPLAY", "WAYLAND_DISPLAY"]
+    if any(os.environ.get(var) for var in needed):
+        return None
+    return " and ".join(dict.fromkeys(needed)) + (" is" if len(set(needed)) == 1 else " are") + " not set"
+
+
+def _check_view_paths(paths: Sequence[str]) -> None:
+    for path in paths:
+        if not os.path.exists(path):
+            raise InputNotFoundError(f"No such file or folder: {path}")
+
+
+def _unknown_command(word: str) -> str | None:
+    """The one-line usage error for ``medview WORD`` when WORD is no command and no existing path, or None."""
+    if word.startswith("-") or os.path.exists(word) or os.sep in word or "/" in word or "." in word:
+        return None  # an option, or something that looks like a path (checked as a missing path later)
+    close = difflib.get_close_matches(word, VERBS, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (f"unknown command '{word}' ({hint}commands: {', '.join(VERBS)}; or give a file or folder to open; "
+            "see medview --help)")
+
+
 def _run_gui(paths: Sequence[str], series: str | None, screenshot: str | None, layout: str | None = None) -> int:
+    _check_view_paths(paths)
+    missing = _no_display()
+    if missing and screenshot:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # --screenshot renders offscreen: no display needed
+    elif missing:
+        raise MedviewError(f"No display to open the workstation on ({missing}). Without one: "
+                           "`medview view PATH --screenshot OUT.png` saves a picture of the views, `medview render "
+                           "INPUT OUT.png` volume-renders, `medview info`/`convert`/`filter`/... need no display, "
+                           "and QT_QPA_PLATFORM=offscreen runs the workstation without a window")
     from medview.io.dicom import parallel
 
     parallel.start_in_background()  # the decode workers start beside the GUI's imports, not after them
@@ -347,6 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     # `medview PATH` and `medview --screenshot X` mean `medview view ...`
     if not args_in or (args_in[0] not in VERBS and args_in[0] not in ("-h", "--help", "--version")):
+        unknown = _unknown_command(args_in[0]) if args_in else None
+        if unknown:  # `medview typo`: a usage error here, not a GUI that opens (or aborts) on a path "typo"
+            print(f"medview: error: {unknown}", file=sys.stderr)
+            return 2
         args_in = ["view", *args_in]
     parser = build_parser()
     args = parser.parse_args(args_in)
