@@ -136,13 +136,15 @@ _SIGMA = Param("sigma", "float", 1.0, minimum=0.0, exclusive_minimum=True, unit=
 
 register(Operation("gradient_magnitude", "filter", gradient_magnitude, (_SIGMA,),
                    help="Gradient magnitude of a Gaussian-smoothed volume (units/mm)", library="SimpleITK",
-                   aliases=("gradient",)))
-register(Operation("sobel", "filter", sobel, (), help="Sobel gradient magnitude (units/mm)", library="scipy"))
+                   aliases=("gradient",), replaces_image="gradient magnitudes (image units per mm)"))
+register(Operation("sobel", "filter", sobel, (), help="Sobel gradient magnitude (units/mm)", library="scipy",
+                   replaces_image="gradient magnitudes (image units per mm)"))
 register(Operation("canny", "filter", canny, (
     Param("upper", "float", None, minimum=0.0, exclusive_minimum=True, required=True,
           help="gradient (image units per voxel) that starts an edge"),
     Param("lower", "float", None, minimum=0.0, help="gradient that continues an edge; default upper/2"),
     _SIGMA,
-), help="Canny edge detection (0/1 map)", library="SimpleITK"))
+), help="Canny edge detection (0/1 map)", library="SimpleITK", replaces_image="a 0/1 edge map"))
 register(Operation("laplacian_of_gaussian", "filter", laplacian_of_gaussian, (_SIGMA,),
-                   help="Laplacian of Gaussian (units/mm^2)", library="SimpleITK", aliases=("log",)))
+                   help="Laplacian of Gaussian (units/mm^2)", library="SimpleITK", aliases=("log",),
+                   replaces_image="second derivatives (image units per mm^2)"))

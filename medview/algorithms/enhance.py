@@ -174,10 +174,11 @@ _CLAHE = (
 register(Operation("contrast_stretch", "filter", contrast_stretch, (
     Param("low_percentile", "float", 2.0, minimum=0.0, maximum=100.0, unit="%", help="maps to 0"),
     Param("high_percentile", "float", 98.0, minimum=0.0, maximum=100.0, unit="%", help="maps to 1"),
-), help="Stretch a percentile range onto 0..1", library="scikit-image"))
+), help="Stretch a percentile range onto 0..1", library="scikit-image", replaces_image="values from 0 to 1"))
 register(Operation("equalize_histogram", "filter", equalize_histogram, (
     Param("bins", "int", 256, minimum=2, maximum=65536, help="histogram bins (float images)"),
-), help="Global histogram equalisation onto 0..1", library="scikit-image", aliases=("equalize",)))
+), help="Global histogram equalisation onto 0..1", library="scikit-image", aliases=("equalize",),
+                   replaces_image="values from 0 to 1"))
 register(Operation("clahe", "filter", clahe, _CLAHE, help="Adaptive histogram equalisation per slice (CLAHE)",
                    library="scikit-image"))
 register(Operation("clahe_3d", "filter", clahe_3d, _CLAHE, help="Adaptive histogram equalisation, 3D tiles",

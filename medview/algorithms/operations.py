@@ -18,12 +18,20 @@ ParamKind = Literal["float", "int", "bool", "choice", "point", "points"]
 OperationKind = Literal["filter", "segment"]
 
 
+class MissingParameterError(MedviewError):
+    """A required parameter was not given: a usage error (the CLI exits with 2, as for a wrong option)."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter of an operation.
 
     ``point`` is an ``x,y,z`` position in LPS mm; ``points`` is several, separated by ``;``.
     ``minimum``/``maximum`` are inclusive unless ``exclusive_minimum`` is set (e.g. a radius > 0).
+    ``required``: no default stands in for it; a form shows it as "not set" until a value is entered, and
+    :meth:`Operation.parse` refuses to run without it (:class:`MissingParameterError`).
     """
 
     name: str
@@ -101,6 +109,9 @@ class Operation:
     help: str = ""
     library: str = ""  # the library that does the work (SimpleITK, scikit-image, scipy, scikit-learn)
     aliases: tuple[str, ...] = field(default=())
+    # what the result puts in place of the image's values, when it is no longer the same kind of image
+    # (Canny's 0/1 edge map, a gradient in units/mm): the GUI says so and asks before running it
+    replaces_image: str = ""
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -121,8 +132,8 @@ class Operation:
             if p.name in raw:
                 out[p.name] = p.parse(raw[p.name])
             elif p.required:
-                raise MedviewError(f"{self.name} needs the parameter {p.name}"
-                                   f"{f' ({p.unit})' if p.unit else ''}: {p.help}")
+                raise MissingParameterError(f"{self.name} needs the parameter {p.name}"
+                                            f"{f' ({p.unit})' if p.unit else ''}: {p.help}")
             elif p.default is not None:
                 out[p.name] = p.parse(p.default)
         return out

@@ -76,12 +76,10 @@ class OperationForm(QWidget):
                 w.setMinimum(p.minimum + 10 ** -w.decimals())
             if p.default is not None:
                 w.setValue(float(p.default))
-            elif not p.required:
-                # optional with no default ("automatic"): the spin box's lowest value stands for "not set"
-                w.setMinimum(w.minimum() - 1.0)
-                w.setSpecialValueText("auto")
-                w.setValue(w.minimum())
-                self._unset_at[p.name] = w.minimum()
+            else:
+                # no default: the spin box's lowest value stands for "not set" -- "auto" (the operation's own
+                # choice) or, for a required value, "not set": Run refuses until one is entered (issue 17)
+                self._mark_unset(w, p)
             if p.unit:
                 w.setSuffix(f" {p.unit}")
             w.valueChanged.connect(self.changed)
@@ -92,6 +90,8 @@ class OperationForm(QWidget):
             w.setRange(lo, int(p.maximum) if p.maximum is not None else 2**31 - 1)
             if p.default is not None:
                 w.setValue(int(p.default))
+            elif p.required:
+                self._mark_unset(w, p)
             if p.unit:
                 w.setSuffix(f" {p.unit}")
             w.valueChanged.connect(self.changed)
@@ -109,11 +109,25 @@ class OperationForm(QWidget):
             w.currentTextChanged.connect(self.changed)
             return w
         w = QLineEdit()
-        w.setPlaceholderText("x,y,z mm (LPS)" + ("; ..." if p.kind == "points" else ""))
+        w.setPlaceholderText(("not set: " if p.required else "") + "x,y,z mm (LPS)"
+                             + ("; ..." if p.kind == "points" else ""))
         if p.default is not None:
             w.setText(str(p.default))
         w.textChanged.connect(self.changed)
         return w
+
+    def _mark_unset(self, w: QDoubleSpinBox | QSpinBox, p: Param) -> None:
+        if isinstance(w, QSpinBox) and w.minimum() <= -(2**31) + 1:
+            return  # no room below the range for the "not set" value
+        w.setMinimum(w.minimum() - 1)
+        w.setSpecialValueText("not set" if p.required else "auto")
+        w.setValue(w.minimum())
+        self._unset_at[p.name] = w.minimum()
+
+    def missing(self) -> list[str]:
+        """Required parameters that have no value yet."""
+        given = self.values()
+        return [p.name for p in self.operation.params if p.required and p.name not in given]
 
     def _use_crosshair(self, name: str, many: bool) -> None:
         if self.crosshair is None:
@@ -142,7 +156,7 @@ class OperationForm(QWidget):
         for name, w in self.widgets.items():
             if isinstance(w, QDoubleSpinBox | QSpinBox):
                 if name in self._unset_at and w.value() <= self._unset_at[name]:
-                    continue  # "auto": the operation's own default
+                    continue  # "auto" (the operation's own default) or "not set" (required: parse refuses)
                 out[name] = w.value()
             elif isinstance(w, QCheckBox):
                 out[name] = w.isChecked()

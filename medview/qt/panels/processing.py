@@ -140,11 +140,22 @@ class ProcessingPanel(JobSlot, QWidget):
         if self.form is None:
             return None
         op = self.form.operation
+        missing = self.form.missing()
+        if missing:  # a required value left "not set" never runs with the spin box's lowest value (issue 17)
+            p = op.param(missing[0])
+            message = (f"{op.name} needs a value for {p.name.replace('_', ' ')}"
+                       f"{f' ({p.unit})' if p.unit else ''}: {p.help}. Enter it, then Run.")
+            self.status.setText(message)
+            QMessageBox.warning(self, op.name, message)
+            return None
         try:
             params = op.parse(self.form.values())
         except MedviewError as exc:
             self.status.setText(str(exc))
             QMessageBox.warning(self, op.name, str(exc))
+            return None
+        if self.kind == "filter" and op.replaces_image and not self._confirm_replace(op):
+            self.status.setText(f"{op.name} was not run; nothing was changed.")
             return None
         from medview.app.processing import describe, run_filter, run_label_operation, run_segmentation
 
@@ -163,6 +174,16 @@ class ProcessingPanel(JobSlot, QWidget):
         self.progress.setVisible(True)
         self.status.setText(f"Running {description}…")
         return self.run_job(worker, lambda result, d=description: self._done(result, d))
+
+    def _confirm_replace(self, op: Operation) -> bool:
+        """A result that is no longer the same kind of image (an edge map, gradients) replaces the study shown:
+        say so and ask first."""
+        answer = QMessageBox.question(
+            self, op.name,
+            f"{op.name} replaces the image shown with {op.replaces_image}: its original values (e.g. HU) are "
+            "no longer shown or measured.\n\nRun it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(fraction * 100))
