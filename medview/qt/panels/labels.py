@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QMessageBox,
     QPushButton,
@@ -38,6 +39,12 @@ class LabelsPanel(QWidget):
         self.brush = brush or BrushSettings()
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Label", "Value", "Volume (mL)", "Lock"])
+        self.tree.setRootIsDecorated(False)  # a flat list: no branch indentation before the tick box
+        header = self.tree.header()  # the name takes the width the numbers leave ('Tu...' before)
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Stretch)
+        for column in (VALUE, VOLUME, LOCKED):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.setToolTip("Tick to show; double-click a name to rename it, the value to change the colour; "
                              "the selected label is the one the paint and fill tools draw")
         self._in_item_change = False  # inside the table's own itemChanged: its items must not be deleted

@@ -32,6 +32,9 @@ from medview.qt.workers import Worker, start
 UID_ROLE = Qt.ItemDataRole.UserRole
 SERIES_UID_ROLE = Qt.ItemDataRole.UserRole + 1
 COLUMNS = ("Series", "Modality", "Slices", "Size / spacing")
+FULL_ROLE = Qt.ItemDataRole.UserRole + 2  # the first column's text with the other columns shown
+COMPACT_ROLE = Qt.ItemDataRole.UserRole + 3  # ... with them folded into it (a narrow panel)
+COMPACT_BELOW_PX = 400  # narrower than this, the panel shows one column (the others left 'Seri' of the name)
 WARNING_COLOUR = QColor("#e08a00")
 _FORMATS = {".nii": "NIfTI", ".nii.gz": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MHA",
             ".mhd": "MHD", ".hdr": "Analyze", ".img": "Analyze"}
@@ -87,6 +90,7 @@ class SeriesBrowser(QWidget):
         self._scan_worker: Worker | None = None
         self._thumb_worker: Worker | None = None
         self._thumbnails_done = 0
+        self._compact = False
         self.status = QLabel("No folder scanned")
         self.status.setWordWrap(True)
         self.tree = QTreeWidget()
@@ -117,6 +121,23 @@ class SeriesBrowser(QWidget):
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
         return QSize(420, 480)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._set_compact(self.width() < COMPACT_BELOW_PX)
+
+    def _set_compact(self, compact: bool) -> None:
+        """In a narrow panel, one column: modality, slices and size become the row's third line."""
+        if compact == self._compact:
+            return
+        self._compact = compact
+        for column in range(1, len(COLUMNS)):
+            self.tree.setColumnHidden(column, compact)
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            text = item.data(0, COMPACT_ROLE if compact else FULL_ROLE)
+            if text:
+                item.setText(0, text)
 
     # -- public API -----------------------------------------------------------------------------
     def scan_path(self, path: str) -> None:
@@ -199,8 +220,12 @@ class SeriesBrowser(QWidget):
             name = info.path.lower()
             second = " · ".join((next((v for k, v in _FORMATS.items() if name.endswith(k)), "Picture"), second))
         mm = "×".join(f"{v:.3g}" for v in (spacing if sz > 1 else spacing[:2]))
-        item = QTreeWidgetItem(self.tree, [f"{s['description'] or '(no description)'}\n{second}", modality,
-                                           str(sz), f"{sx}×{sy}\n{mm} mm"])
+        full = f"{s['description'] or '(no description)'}\n{second}"
+        item = QTreeWidgetItem(self.tree, [full, modality, str(sz), f"{sx}×{sy}\n{mm} mm"])
+        item.setData(0, FULL_ROLE, full)
+        item.setData(0, COMPACT_ROLE, f"{full}\n{modality} · {sz} slice{'s' * (sz != 1)}\n{sx}×{sy} · {mm} mm")
+        if self._compact:
+            item.setText(0, item.data(0, COMPACT_ROLE))
         item.setIcon(0, self._placeholder)
         item.setData(0, UID_ROLE, s["uid"])
         item.setData(0, SERIES_UID_ROLE, s.get("series_instance_uid", s["uid"]))
