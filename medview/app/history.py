@@ -125,6 +125,37 @@ class _Step:
                    before.dtype.str, zlib.compress(b, 1), zlib.compress(delta, 1), tag, table_before, table_after)
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedStep:
+    """The undo step of an edit, compressed where the edit was computed (a job's process), so that applying a
+    whole-volume result on the GUI thread is a copy of ``after`` into place (compressing a CT's before/after
+    there stalled the window for over a second: issue 17).  Made by :func:`prepare_step`; applied with
+    :meth:`History.perform_prepared`.  ``counts``: a label map's voxel counts after the edit (no recount)."""
+
+    start: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    dtype: str
+    before_z: bytes
+    delta_z: bytes
+    after: np.ndarray
+    counts: dict[int, int] | None = None
+
+    @property
+    def bbox(self) -> BBox:
+        return tuple(slice(s, s + n) for s, n in zip(self.start, self.shape, strict=True))  # type: ignore[return-value]
+
+    @property
+    def is_empty(self) -> bool:
+        return self.after.size == 0
+
+
+def prepare_step(edit: Edit, counts: dict[int, int] | None = None) -> PreparedStep:
+    """Compress ``edit`` (not yet applied) into a :class:`PreparedStep`; ``counts``: see there."""
+    step = _Step.from_edit("", edit, edit.description or "Edit")
+    return PreparedStep(step.start, step.shape, step.dtype, step.before_z, step.delta_z,
+                        np.ascontiguousarray(edit.after), counts)
+
+
 def _array_of(target: Any) -> np.ndarray:
     array = target if isinstance(target, np.ndarray) else getattr(target, "array", None)
     if not isinstance(array, np.ndarray):
@@ -287,12 +318,7 @@ class History:
         the table is a step of its own (a rename)."""
         target = self.target(target_id)
         array = _array_of(target)
-        tables = None
-        if isinstance(target, LabelMap):
-            before = table_before if table_before is not None else target.table_snapshot()
-            if not edit.is_empty:
-                target.add_missing_entries()
-            tables = (table_snapshot(list(before)), target.table_snapshot())
+        tables = self._tables(target, table_before, edit.is_empty)
         if edit.is_empty and (tables is None or tables[0] == tables[1]):
             return None
         if any(int(s.stop) > n for s, n in zip(edit.bbox, array.shape, strict=True)):
@@ -300,6 +326,41 @@ class History:
         if not np.array_equal(array[edit.bbox], edit.after):  # recorded before being applied: undo would corrupt
             raise ValueError(f"record() needs an applied edit: {target_id} does not hold its values (use perform())")
         step = _Step.from_edit(target_id, edit, description or edit.description or "Edit", tag, tables)
+        return self._push(step)
+
+    @staticmethod
+    def _tables(target: Any, table_before: TableSnapshot | None, empty: bool
+                ) -> tuple[TableSnapshot, TableSnapshot] | None:
+        if not isinstance(target, LabelMap):
+            return None
+        before = table_before if table_before is not None else target.table_snapshot()
+        if not empty:
+            target.add_missing_entries()
+        return table_snapshot(list(before)), target.table_snapshot()
+
+    def perform_prepared(self, target_id: str, prepared: PreparedStep, description: str, tag: Any = None,
+                         table_before: TableSnapshot | None = None) -> Change | None:
+        """Apply and record an edit compressed elsewhere (:func:`prepare_step`): its values are copied into the
+        target and the step is kept as it came.  The caller makes sure the target still holds the content the
+        step was prepared from (e.g. ``data_version`` unchanged since); see :meth:`record` for the rest."""
+        target = self.target(target_id)
+        array = _array_of(target)
+        if prepared.is_empty and table_before is None:
+            return None
+        if any(int(s.stop) > n for s, n in zip(prepared.bbox, array.shape, strict=True)):
+            raise ValueError(f"Step bbox {prepared.bbox} lies outside the target's shape {array.shape}")
+        if not prepared.is_empty:
+            self._write(target, prepared.bbox, prepared.after, counts=prepared.counts)
+        tables = self._tables(target, table_before, prepared.is_empty)
+        if prepared.is_empty and (tables is None or tables[0] == tables[1]):
+            return None
+        table_b, table_a = tables if tables is not None and tables[0] != tables[1] else (None, None)
+        step = _Step(target_id, description, prepared.start, prepared.shape, prepared.dtype, prepared.before_z,
+                     prepared.delta_z, tag, table_b, table_a)
+        return self._push(step)
+
+    def _push(self, step: _Step) -> Change:
+        """Keep a new step (it ends the redo branch), within the budget."""
         self._memory -= sum(s.nbytes for s in self._redo)  # a new change ends the redo branch
         self._redo.clear()
         self._undo.append(step)
@@ -308,7 +369,7 @@ class History:
         self.version += 1
         self._touched(step)
         kept = bool(self._undo) and self._undo[-1] is step
-        return Change(target_id, step.bbox, step.description, "do", undoable=kept, tag=tag)
+        return Change(step.target_id, step.bbox, step.description, "do", undoable=kept, tag=step.tag)
 
     def perform(self, target_id: str, edit: Edit, description: str | None = None, tag: Any = None,
                 table_before: TableSnapshot | None = None) -> Change | None:
@@ -411,7 +472,7 @@ class History:
             target.labels[:] = apply_table_change(target.labels, old, new)
 
     @staticmethod
-    def _write(target: Any, bbox: BBox, values: np.ndarray) -> None:
+    def _write(target: Any, bbox: BBox, values: np.ndarray, counts: dict[int, int] | None = None) -> None:
         array = _array_of(target)
         if values.dtype != array.dtype and not np.can_cast(values.dtype, array.dtype) and values.size:
             info = np.iinfo(array.dtype) if np.issubdtype(array.dtype, np.integer) else None
@@ -420,6 +481,10 @@ class History:
                     raise MedviewError(f"Values up to {int(values.max())} do not fit the {array.dtype} array")
                 target.array = array = array.astype(np.promote_types(array.dtype, values.dtype))
         changed = getattr(target, "changed", None)
+        if counts is not None and isinstance(target, LabelMap):  # known counts after the change: no recount
+            array[bbox] = values
+            target.changed(counts=counts)
+            return
         before = array[bbox].copy() if callable(changed) and isinstance(target, LabelMap) else None
         array[bbox] = values
         if callable(changed):

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from medview.algorithms.operations import Operation, get_operation
 from medview.app import replay
 from medview.core.errors import MedviewError
@@ -67,6 +69,74 @@ def run_segmentation(volume: Volume, method: str, params: dict[str, Any] | None 
     labels.source = labels.source or _provenance(op, parsed)["text"]
     labels.provenance["step"] = replay.segment_step(op.name, parsed)
     return labels
+
+
+@dataclass
+class PanelResult:
+    """What a GUI panel's job returns: the ``result`` and, when it can be applied in place of what the job was
+    given (same grid and data type), its undo ``step``, prepared in the job's process (see
+    :class:`medview.app.history.PreparedStep`), so that the window only copies it in."""
+
+    result: Any
+    step: Any = None  # a medview.app.history.PreparedStep, or None
+
+
+def _volume_step(before: Volume, after: Volume, description: str) -> Any:
+    from medview.algorithms.label_edit import diff_edit
+    from medview.app.history import prepare_step
+
+    if before.geometry != after.geometry or before.array.dtype != after.array.dtype or \
+            before.array.shape != after.array.shape:
+        return None  # another grid or type: the result replaces the volume as a whole
+    return prepare_step(diff_edit(before.array, after.array, description))
+
+
+def _label_step(current: LabelMap | None, result: LabelMap, description: str) -> Any:
+    from medview.algorithms.label_edit import replace_array
+    from medview.app.history import prepare_step
+
+    counts = result.voxel_counts()  # counted here, with the result: the window takes them as they are
+    if current is None or not current.geometry.is_same_grid(result.geometry):
+        return None
+    edit = replace_array(current, result.array, description)  # refuses to overwrite a locked label
+    return prepare_step(edit, counts=counts)
+
+
+def filter_panel_job(volume: Volume, name: str, params: dict[str, Any] | None = None,
+                     task: TaskContext | None = None) -> PanelResult:
+    """The Filter panel's job (run in a process of its own): :func:`run_filter` and the result's undo step."""
+    result = run_filter(volume, name, params, task=task)
+    report(task, 1.0, "Preparing undo", force=True)
+    return PanelResult(result, _volume_step(volume, result, name))
+
+
+def segment_panel_job(volume: Volume, method: str, params: dict[str, Any] | None = None,
+                      current: LabelMap | None = None, task: TaskContext | None = None) -> PanelResult:
+    """The Segment panel's job: :func:`run_segmentation` and its undo step on the ``current`` label map."""
+    labels = run_segmentation(volume, method, params, task=task)
+    report(task, 1.0, "Preparing undo", force=True)
+    return PanelResult(labels, _label_step(current, labels, method))
+
+
+def label_panel_job(labels: LabelMap, name: str, params: dict[str, Any] | None = None,
+                    task: TaskContext | None = None) -> PanelResult:
+    """The Refine-labels panel's job: :func:`run_label_operation` and its undo step on ``labels``."""
+    result = run_label_operation(labels, name, params, task=task)
+    report(task, 1.0, "Preparing undo", force=True)
+    return PanelResult(result, _label_step(labels, result, name))
+
+
+def run_panel_job(job: Any, *args: Any, task: TaskContext | None = None) -> PanelResult:
+    """Run a panel's ``job`` in a process of its own (SciPy, scikit-image and scikit-learn hold the GIL: in a
+    thread they froze the window) from a GUI worker thread, and map the result's memory there."""
+    from medview.app.offload import run_in_process
+
+    out = run_in_process(job, *args, task=task, own_process=True)
+    arrays = [getattr(out.result, "array", None), getattr(out.step, "after", None)]
+    for array in arrays:  # fault the shared pages in here, not on the GUI thread
+        if isinstance(array, np.ndarray) and array.size and array.flags.c_contiguous:
+            np.bitwise_or.reduce(array.reshape(-1).view(np.uint8)[::4096])
+    return out
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 
 from medview.algorithms.label_edit import Edit
 from medview.algorithms.reslice import VIEW_FRAMES, Plane, aligned_normal_axis, step_mm, view_plane
-from medview.app.history import Change, History
+from medview.app.history import Change, History, PreparedStep
 from medview.app.measurements import Measurement, MeasurementList
 from medview.app.replay import StepLog, features_step, step_of
 from medview.core.errors import MedviewError
@@ -371,13 +371,14 @@ class ViewerState:
         self.set_labels(labels)
         return labels
 
-    def edit_labels(self, edit: Edit, description: str | None = None, step: dict[str, Any] | None = None,
-                    table: list[Label] | None = None) -> Change | None:
+    def edit_labels(self, edit: Edit | PreparedStep, description: str | None = None,
+                    step: dict[str, Any] | None = None, table: list[Label] | None = None) -> Change | None:
         """Apply an edit of the label map and record it (undoable); redraws the views.
 
         ``step``: the pipeline step that made it, for the replay log (None: a hand edit).  ``table``: the
         entries of a result (a threshold's or a model's names and colours): a value new to the table is added,
-        a known one takes the result's name, in the same undo step as the voxels."""
+        a known one takes the result's name, in the same undo step as the voxels.  ``edit`` may be a
+        :class:`~medview.app.history.PreparedStep` made (off the GUI thread) from the map as it is now."""
         labels = self.labels
         if labels is None:
             raise MedviewError("There is no label map to edit")
@@ -390,9 +391,14 @@ class ViewerState:
                 else:
                     labels.labels.append(Label(entry.value, entry.name, tuple(entry.color), entry.visible,
                                                entry.opacity, entry.locked))
+        if isinstance(edit, PreparedStep):
+            description = description or "Edit"
         entry = self.steps.begin(step, description or edit.description or "Edit", self.history)
         try:
-            change = self.history.perform("labels", edit, description, tag=entry, table_before=before)
+            if isinstance(edit, PreparedStep):
+                change = self.history.perform_prepared("labels", edit, description, tag=entry, table_before=before)
+            else:
+                change = self.history.perform("labels", edit, description, tag=entry, table_before=before)
         except Exception:
             labels.labels[:] = list(before)  # nothing was recorded: the table stays as it was
             raise
@@ -410,16 +416,20 @@ class ViewerState:
             raise MedviewError("There is no label map to replace")
         return self.edit_labels(replace_array(self.labels, array, description), description, step=step, table=table)
 
-    def apply_label_result(self, labels: LabelMap, description: str, step: dict[str, Any] | None = None
-                           ) -> Change | None:
+    def apply_label_result(self, labels: LabelMap, description: str, step: dict[str, Any] | None = None,
+                           prepared: PreparedStep | None = None) -> Change | None:
         """A segmentation, refinement or model result: on the current map's grid it replaces the voxels as one
         undo step that also carries the result's label names (undo brings back the old names and drops the
-        new rows); otherwise it becomes the label map.  ``step``: default, the one the result records."""
+        new rows); otherwise it becomes the label map.  ``step``: default, the one the result records.
+        ``prepared``: the result's undo step against the current map, made in the job's process (the caller
+        makes sure the map has not changed since: :meth:`data_key`)."""
         from medview.app.replay import step_of
 
         step = step if step is not None else step_of(labels)
         current = self.labels
         if current is not None and current.geometry.is_same_grid(labels.geometry):
+            if prepared is not None:
+                return self.edit_labels(prepared, description, step=step, table=labels.labels)
             return self.replace_label_array(labels.array, description, step=step, table=labels.labels)
         self.set_labels(labels, step=step, description=description)
         return None
@@ -436,11 +446,13 @@ class ViewerState:
             self.history.record_table("labels", before, description)
         self.emit("labels")
 
-    def replace_volume(self, volume: Volume, description: str, step: dict[str, Any] | None = None
-                       ) -> Change | None:
+    def replace_volume(self, volume: Volume, description: str, step: dict[str, Any] | None = None,
+                       prepared: PreparedStep | None = None) -> Change | None:
         """A filter result: undoable when it keeps the grid and data type, otherwise a new image.
 
-        ``step``: the pipeline step that made it (default: the one the result records), for the replay log."""
+        ``step``: the pipeline step that made it (default: the one the result records), for the replay log.
+        ``prepared``: its undo step against the current volume, made in the job's process (the caller makes sure
+        the volume has not changed since: :meth:`data_key`)."""
         from medview.algorithms.label_edit import diff_edit
 
         step = step if step is not None else step_of(volume)
@@ -448,8 +460,11 @@ class ViewerState:
         if (current is not None and current.geometry == volume.geometry and current.array.dtype == volume.array.dtype
                 and current.array.shape == volume.array.shape and not self.loading):
             entry = self.steps.begin(step, description, self.history)
-            change = self.history.perform("volume", diff_edit(current.array, volume.array, description), description,
-                                          tag=entry)
+            if prepared is not None:
+                change = self.history.perform_prepared("volume", prepared, description, tag=entry)
+            else:
+                change = self.history.perform("volume", diff_edit(current.array, volume.array, description),
+                                              description, tag=entry)
             current.metadata.extra["steps"] = volume.metadata.extra.get("steps", [])
             self._fill.pop(id(current), None)
             self.emit("volume")

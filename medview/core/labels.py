@@ -118,12 +118,17 @@ class LabelMap:
             self._counts = {int(v): int(n) for v, n in enumerate(counts) if v and n}
         return self._counts
 
-    def changed(self, before: np.ndarray | None = None, after: np.ndarray | None = None) -> None:
+    def changed(self, before: np.ndarray | None = None, after: np.ndarray | None = None,
+                counts: dict[int, int] | None = None) -> None:
         """Call after editing ``array`` in place: cached statistics are recomputed on next use.
 
         With the edited region's ``before`` and ``after`` values, the cached voxel counts are updated
-        from that region alone (a brush stroke need not recount a whole CT).
+        from that region alone (a brush stroke need not recount a whole CT).  ``counts``: the voxel counts
+        of the new content, when they are known already (computed with a whole-map result, in its worker).
         """
+        if counts is not None:
+            self._counts = {int(v): int(n) for v, n in sorted(counts.items()) if v and n > 0}
+            return
         if self._counts is None or before is None or after is None or before.shape != after.shape:
             self._counts = None
             return

@@ -59,8 +59,8 @@ class EditingController(QObject):
         self.ai.failed.connect(lambda message: QMessageBox.warning(self.window, "AI", message))
         self.stats = LabelStatsPanel(state)
         self.filters.finished.connect(self._filtered)
-        self.segmentation.finished.connect(self._segmented)
-        self.refine.finished.connect(self._segmented)
+        self.segmentation.finished.connect(lambda result, d: self._segmented(result, d, self.segmentation))
+        self.refine.finished.connect(lambda result, d: self._segmented(result, d, self.refine))
         for panel in (self.filters, self.segmentation, self.refine):
             panel.failed.connect(lambda message: QMessageBox.warning(self.window, "Processing", message))
         self.docks = {
@@ -119,13 +119,14 @@ class EditingController(QObject):
 
     # -- results of the panels -------------------------------------------------------------------------
     def _filtered(self, volume, description: str) -> None:
-        change = self.state.replace_volume(volume, description)
+        change = self.state.replace_volume(volume, description, prepared=self.filters.take_step())
         note = "" if change is not None else " (new data type or grid: not undoable; reopen the study to revert)"
         self.window.statusBar().showMessage(f"{description}{note}", 10000)
         self._update_actions()
 
-    def _segmented(self, labels: LabelMap, description: str) -> None:
-        self.state.apply_label_result(labels, description)  # voxels and names: one undo step
+    def _segmented(self, labels: LabelMap, description: str, panel=None) -> None:
+        prepared = panel.take_step() if panel is not None else None  # made in the job's process
+        self.state.apply_label_result(labels, description, prepared=prepared)  # voxels and names: one undo step
         self.window.statusBar().showMessage(f"{description}: {len(labels.present_values())} label(s)", 10000)
         self._update_actions()
 

@@ -80,6 +80,8 @@ class ProcessingPanel(JobSlot, QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self.worker: Worker | None = None
+        self.result_step = None  # a medview.app.history.PreparedStep, while a result is delivered
+        self._started_on: tuple | None = None
         self.on_result: Callable[[object, str], None] | None = None
         self.combo.currentIndexChanged.connect(self._choose)
         self._choose()
@@ -157,17 +159,28 @@ class ProcessingPanel(JobSlot, QWidget):
         if self.kind == "filter" and op.replaces_image and not self._confirm_replace(op):
             self.status.setText(f"{op.name} was not run; nothing was changed.")
             return None
-        from medview.app.processing import describe, run_filter, run_label_operation, run_segmentation
+        from medview.app.processing import (
+            describe,
+            filter_panel_job,
+            label_panel_job,
+            run_panel_job,
+            segment_panel_job,
+        )
 
         description = describe(op, params)
+        # in a process of its own: SciPy / scikit-image / scikit-learn hold the GIL and froze the window, and the
+        # result's undo step is compressed there too (over a second on the GUI thread for a CT: issue 17)
         if self.kind == "labels":
             if self.state.labels is None:
                 self.status.setText("There is no label map to refine.")
                 return None
-            worker = Worker(run_label_operation, self.state.labels, op.name, params)
+            worker = Worker(run_panel_job, label_panel_job, self.state.labels, op.name, params)
+        elif self.kind == "filter":
+            worker = Worker(run_panel_job, filter_panel_job, volume, op.name, params)
         else:
-            fn = run_filter if self.kind == "filter" else run_segmentation
-            worker = Worker(fn, volume, op.name, params)
+            worker = Worker(run_panel_job, segment_panel_job, volume, op.name, params, self.state.labels)
+        self._started_on = self.state.data_key()  # the step applies only to the data it was made from
+        self.result_step = None
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
@@ -194,10 +207,20 @@ class ProcessingPanel(JobSlot, QWidget):
         self.cancel_button.setEnabled(False)
         self.progress.setVisible(False)
 
-    def _done(self, result, description: str) -> None:
+    def _done(self, out, description: str) -> None:
         self._end()
         self.status.setText(f"Done: {description}")
-        self.finished.emit(result, description)
+        self.result_step = out.step  # taken by the window with take_step() while it applies the result
+        try:
+            self.finished.emit(out.result, description)
+        finally:
+            self.result_step = None
+
+    def take_step(self):
+        """The undo step the job prepared for the result being delivered, or None when the data it was made
+        from has changed since Run (an edit, an undo, another study): then the result is diffed here."""
+        step, self.result_step = self.result_step, None
+        return step if step is not None and self._started_on == self.state.data_key() else None
 
     def _failed(self, message: str) -> None:
         self._end()
