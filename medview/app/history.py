@@ -28,12 +28,13 @@ import zlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_dc
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from medview.algorithms.label_edit import BBox, Edit, empty_edit
+from medview.algorithms.label_edit import EMPTY_BBOX, BBox, Edit, empty_edit
 from medview.core.errors import CorruptFileError, MedviewError
 from medview.core.geometry import Geometry
 from medview.core.labels import (
@@ -76,6 +77,11 @@ class Change:
     kind: Literal["do", "undo", "redo"]
     undoable: bool = True
     tag: Any = field(default=None, compare=False)  # the tag the step was recorded with
+    # a whole-image step (another data type or grid): the image now registered under ``target_id`` and, when
+    # the step also swaps the label map (the grid changed), the label map now registered (None: none)
+    image: Any = field(default=None, compare=False)
+    labels: Any = field(default=None, compare=False)
+    swaps_labels: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,35 @@ def prepare_step(edit: Edit, counts: dict[int, int] | None = None) -> PreparedSt
     step = _Step.from_edit("", edit, edit.description or "Edit")
     return PreparedStep(step.start, step.shape, step.dtype, step.before_z, step.delta_z,
                         np.ascontiguousarray(edit.after), counts)
+
+
+REPLACEMENT_SHARE = 0.25  # an image kept whole for undo stays in memory up to this share of the budget
+
+
+@dataclass(eq=False)
+class _Replacement:
+    """A step that replaced a target's object as a whole (a filter result of another data type or grid): it
+    keeps the side not shown now -- the image before while the step is done, the result while it is undone --
+    in memory or in a file (:class:`~medview.app.kept_images.KeptImage`).  ``labels_id``: the label map's
+    target, when the grid changed and the label map went with the image."""
+
+    target_id: str
+    description: str
+    kept: Any  # a KeptImage
+    tag: Any = None
+    labels_id: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.kept.nbytes + STEP_OVERHEAD_BYTES
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (1, 1, 1)  # it changes the target's data (data_version moves on)
+
+    @property
+    def bbox(self) -> BBox:
+        return EMPTY_BBOX
 
 
 def _array_of(target: Any) -> np.ndarray:
@@ -438,6 +473,8 @@ class History:
         if not self._undo:
             raise MedviewError("Nothing to undo")
         step = self._undo[-1]
+        if isinstance(step, _Replacement):
+            return self._replace_back(step, "undo")
         self._swap(step, step.after(), step.before(), "Undo")
         self._restore_table(step, step.table_after, step.table_before)
         self._redo.append(self._undo.pop())
@@ -450,12 +487,66 @@ class History:
         if not self._redo:
             raise MedviewError("Nothing to redo")
         step = self._redo[-1]
+        if isinstance(step, _Replacement):
+            return self._replace_back(step, "redo")
         self._swap(step, step.before(), step.after(), "Redo")
         self._restore_table(step, step.table_before, step.table_after)
         self._undo.append(self._redo.pop())
         self.version += 1
         self._touched(step)
         return Change(step.target_id, step.bbox, step.description, "redo", tag=step.tag)
+
+    # -- whole-image steps ----------------------------------------------------------------------------
+    @property
+    def image_memory_limit(self) -> int:
+        """Bytes an image kept whole for undo may hold in memory; a larger one is kept in a file."""
+        return int(self.budget_bytes * REPLACEMENT_SHARE)
+
+    def replace(self, target_id: str, new: Any, description: str, tag: Any = None,
+                labels_id: str | None = None) -> Change:
+        """Replace ``target_id``'s object by ``new`` (a volume of another data type or grid) as one step: the
+        object before is kept (in memory within :attr:`image_memory_limit`, else in a temporary file) so undo
+        brings it back.  ``labels_id``: the label map's target, when it goes with the old grid (it is then
+        unregistered, and restored by undo).  Raises MedviewError (and changes nothing) when the image can be
+        kept neither in memory nor in a file."""
+        from medview.app.kept_images import KeptImage
+
+        old = self.target(target_id)
+        old_labels = self._targets.get(labels_id) if labels_id else None
+        kept = KeptImage(old, old_labels, self.image_memory_limit)
+        self.register(target_id, new)
+        if labels_id:
+            self._targets.pop(labels_id, None)
+        step = _Replacement(target_id, description, kept, tag, labels_id)
+        change = self._push(step)
+        return replace_dc(change, image=new, labels=None, swaps_labels=bool(labels_id))
+
+    def _replace_back(self, step: _Replacement, kind: Literal["undo", "redo"]) -> Change:
+        """Undo or redo a whole-image step: show the kept side, keep the side shown now."""
+        from medview.app.kept_images import KeptImage
+
+        image, labels = step.kept.restore()
+        shown = self.target(step.target_id)
+        shown_labels = self._targets.get(step.labels_id) if step.labels_id else None
+        leaving = KeptImage(shown, shown_labels, self.image_memory_limit)  # raises before anything changes
+        self.register(step.target_id, image)
+        if step.labels_id:
+            if labels is not None:
+                self.register(step.labels_id, labels)
+            else:
+                self._targets.pop(step.labels_id, None)
+        self._memory += leaving.nbytes - step.kept.nbytes
+        step.kept.discard()
+        step.kept = leaving
+        if kind == "undo":
+            self._redo.append(self._undo.pop())
+        else:
+            self._undo.append(self._redo.pop())
+        self._enforce_budget()
+        self.version += 1
+        self._touched(step)
+        return Change(step.target_id, step.bbox, step.description, kind, tag=step.tag, image=image, labels=labels,
+                      swaps_labels=bool(step.labels_id))
 
     def _swap(self, step: _Step, expected: np.ndarray, new: np.ndarray, verb: str) -> None:
         target = self.target(step.target_id)
@@ -497,8 +588,8 @@ class History:
     def snapshot(self, target_id: str) -> HistorySnapshot:
         """The steps of ``target_id`` as they are now; cheap (steps are immutable), safe to write from a worker."""
         target = self.target(target_id)
-        return HistorySnapshot(tuple(s for s in self._undo if s.target_id == target_id),
-                               tuple(s for s in self._redo if s.target_id == target_id),
+        return HistorySnapshot(tuple(s for s in self._undo if s.target_id == target_id and isinstance(s, _Step)),
+                               tuple(s for s in self._redo if s.target_id == target_id and isinstance(s, _Step)),
                                target.table_snapshot() if isinstance(target, LabelMap) else None)
 
     def save(self, path: str | os.PathLike[str], target_id: str) -> Path:

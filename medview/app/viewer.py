@@ -93,6 +93,8 @@ class ViewerState:
     # x-major copies of the volume's and the labels' arrays (reslice.x_major), made in the background: planes
     # across x (sagittal) are read from them.  Any "volume" / "labels" event drops the copy of that array.
     _x_major: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    # why the last filter result of another data type or grid could not be kept for undo (None: it was)
+    last_replace_problem: str | None = field(default=None, repr=False)
     _array_serial: dict[str, int] = field(default_factory=lambda: dict.fromkeys(X_MAJOR_ARRAYS, 0), repr=False)
 
     # -- events ---------------------------------------------------------------------------------
@@ -150,18 +152,20 @@ class ViewerState:
 
     # -- volume ---------------------------------------------------------------------------------
     def set_volume(self, volume: Volume, keep_view: bool = False, loading: bool = False,
-                   derived: bool = False) -> None:
+                   derived: bool = False, recorded: bool = False) -> None:
         """Show ``volume``: cursor at its centre, the file's window (else CT default or percentiles).
 
         ``loading`` marks a volume whose slices are still arriving (only its middle slice is there):
         views across the slices wait for the complete volume instead of drawing empty data.
         ``derived``: a result computed from the current image (a filter that changed the grid), which keeps
-        the replay log; any other new volume is a new study and starts a new log.
+        the replay log; any other new volume is a new study and starts a new log.  ``recorded``: the history
+        has the change as a step already (:meth:`History.replace`, or its undo/redo): its steps are kept.
         """
         self.loading = loading
         same_grid = self.volume is not None and self.volume.geometry == volume.geometry
         if volume is not self.volume:
-            self.steps.prune(self.history)
+            if not recorded:  # (an undone whole-image step keeps its log entry: redo brings it back)
+                self.steps.prune(self.history)
             if not derived:
                 self.steps.clear()
                 self.current_layer = volume.metadata.series_description or "Study"
@@ -169,8 +173,9 @@ class ViewerState:
             else:
                 self.layers = {n: v for n, v in self.layers.items() if v.geometry == volume.geometry}
                 self.layers[self.current_layer] = volume
-            self.history.forget("volume")  # its steps belong to the image that is closing
-            self.history.register("volume", volume)
+            if not recorded:
+                self.history.forget("volume")  # its steps belong to the image that is closing
+                self.history.register("volume", volume)
         self.volume = volume
         if self.labels is not None and not self.labels.geometry.is_same_grid(volume.geometry):
             self.labels = None
@@ -457,6 +462,7 @@ class ViewerState:
 
         step = step if step is not None else step_of(volume)
         current = self.volume
+        self.last_replace_problem = None
         if (current is not None and current.geometry == volume.geometry and current.array.dtype == volume.array.dtype
                 and current.array.shape == volume.array.shape and not self.loading):
             entry = self.steps.begin(step, description, self.history)
@@ -469,9 +475,35 @@ class ViewerState:
             self._fill.pop(id(current), None)
             self.emit("volume")
             return change
-        self.set_volume(volume, keep_view=True, derived=True)
-        self.steps.begin(step, description, self.history)
-        return None
+        return self._replace_whole_volume(volume, description, step)
+
+    def _replace_whole_volume(self, volume: Volume, description: str, step: dict[str, Any] | None
+                              ) -> Change | None:
+        """A result of another data type or grid replaces the image as one undo step that keeps the image before
+        (and the label map, when the grid changed): in memory within the history's share, else in a file.
+        None (and :attr:`last_replace_problem` says why) when neither can hold it: then it is not undoable."""
+        current = self.volume
+        entry = self.steps.begin(step, description, self.history)
+        change = None
+        if current is not None and not self.loading:
+            grid_changes = self.labels is not None and not self.labels.geometry.is_same_grid(volume.geometry)
+            try:
+                change = self.history.replace("volume", volume, description, tag=entry,
+                                              labels_id="labels" if grid_changes else None)
+            except MedviewError as exc:
+                self.last_replace_problem = str(exc)
+        self.set_volume(volume, keep_view=True, derived=True, recorded=change is not None)
+        return change
+
+    def replace_problem(self, more_bytes: int = 0) -> str | None:
+        """Why a filter result of another data type or grid could not be undone now (None: it could): the image
+        (and label map) it replaces must fit the undo memory's share or a file in the data folder."""
+        from medview.app.kept_images import can_keep, image_bytes
+
+        if self.volume is None:
+            return None
+        labels = self.labels
+        return can_keep(image_bytes(self.volume, labels) + more_bytes, self.history.image_memory_limit)
 
     def add_layer(self, name: str, volume: Volume, show: bool = True, step: dict[str, Any] | None = None) -> str:
         """Keep ``volume`` (a model's output image on the study's grid) as a layer beside the study, shown at
@@ -528,11 +560,24 @@ class ViewerState:
         return change
 
     def _after_history(self, change: Change) -> None:
+        if change.image is not None:  # a whole-image step: the other image (and label map) is shown again
+            self.set_volume(change.image, keep_view=True, derived=True, recorded=True)
+            if change.swaps_labels:
+                self._show_restored_labels(change.labels)
+            return
         if change.target_id == "labels":
             self._labels_changed()
         else:
             self._fill.pop(id(self.volume), None)
             self.emit("volume")
+
+    def _show_restored_labels(self, labels: LabelMap | None) -> None:
+        """The label map a whole-image undo/redo brought back with its grid (registered by the history)."""
+        self.labels = labels
+        self.label_max = max(labels.voxel_counts(), default=0) if labels is not None else 0
+        if labels is not None and labels.labels and self.active_label not in {e.value for e in labels.labels}:
+            self.active_label = labels.labels[0].value
+        self.emit("labels")
 
     def _labels_changed(self) -> None:
         labels = self.labels

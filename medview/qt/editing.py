@@ -120,8 +120,12 @@ class EditingController(QObject):
     # -- results of the panels -------------------------------------------------------------------------
     def _filtered(self, volume, description: str) -> None:
         change = self.state.replace_volume(volume, description, prepared=self.filters.take_step())
-        note = "" if change is not None else " (new data type or grid: not undoable; reopen the study to revert)"
-        self.window.statusBar().showMessage(f"{description}{note}", 10000)
+        problem = self.state.last_replace_problem if change is None else None
+        note = f" -- {problem}; reopen the study to get the image back" if problem else ""
+        self.window.statusBar().showMessage(f"{description}{note}", 20000 if problem else 10000)
+        if problem:
+            QMessageBox.warning(self.window, "Filters", f"{description}: {problem}. Reopen the study to get the "
+                                "image back.")
         self._update_actions()
 
     def _segmented(self, labels: LabelMap, description: str, panel=None) -> None:

@@ -159,6 +159,9 @@ class ProcessingPanel(JobSlot, QWidget):
         if self.kind == "filter" and op.replaces_image and not self._confirm_replace(op):
             self.status.setText(f"{op.name} was not run; nothing was changed.")
             return None
+        if self.kind == "filter" and not self._confirm_not_undoable(op):
+            self.status.setText(f"{op.name} was not run; nothing was changed.")
+            return None
         from medview.app.processing import (
             describe,
             filter_panel_job,
@@ -194,8 +197,21 @@ class ProcessingPanel(JobSlot, QWidget):
         answer = QMessageBox.question(
             self, op.name,
             f"{op.name} replaces the image shown with {op.replaces_image}: its original values (e.g. HU) are "
-            "no longer shown or measured.\n\nRun it?",
+            "no longer shown or measured until you undo it (Edit > Undo).\n\nRun it?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _confirm_not_undoable(self, op: Operation) -> bool:
+        """A result of another data type or grid is undone by keeping the image it replaces: say before running
+        when neither the undo memory nor a file could keep it."""
+        problem = self.state.replace_problem()
+        if problem is None:
+            return True
+        answer = QMessageBox.question(
+            self, op.name,
+            f"If {op.name} gives an image of another data type or grid, it cannot be undone: {problem}.\n\n"
+            "Run it anyway?", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
     def _progress(self, fraction: float, message: str) -> None:
