@@ -4,7 +4,13 @@ The engine knows nothing about images or pipeline steps: it gets a list of cases
 ``fn(case, out_dir) -> dict`` that does one case and returns a record (``{"status": "ok" | "error", ...}``),
 and a predicate ``is_done(case)`` that says which cases a previous run already finished (resume).  It
 submits one Dask task per unfinished case, gathers results as they complete with a progress bar and ETA on
-stderr, and returns the records and counts.
+stderr (plain lines when stderr is not a terminal: :mod:`medview.analysis.cohort_progress`), and returns the
+records and counts.
+
+Memory: given an estimate per case (``memory=``), cases that would not fit in a worker's memory limit are named
+before anything runs, and a run where no case fits is refused.  A worker that its nanny restarts for going over
+the limit is reported when it happens (Dask's ``worker-restart-memory`` event), and a case whose workers all died
+that way gets an error saying so, with the limit and ``--memory-limit``, instead of a bare ``KilledWorker``.
 
 Why Dask distributed (and not a process pool): the same code runs on a laptop (a
 :class:`distributed.LocalCluster` of worker *processes*, each with a memory limit enforced by its nanny)
@@ -68,6 +74,8 @@ from typing import Any
 from medview.core.errors import CancelledError, MedviewError
 from medview.core.tasks import TaskContext, check_cancel, report
 
+from .cohort_progress import CohortProgress
+
 # Environment of the local worker processes: numeric libraries get as many threads as the worker has.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                    "NUMEXPR_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
@@ -75,6 +83,9 @@ DEFAULT_MEMORY_LIMIT = "2GB"
 WORKER_WAIT_S = 60.0
 POLL_S = 0.1
 STOP_TIMEOUT_S = 1.0
+CLUSTER_POLL_S = 1.0  # how often the scheduler is asked which worker runs what and whether one ran out of memory
+KILL_EVENT_WAIT_S = 1.0
+MEMORY_EVENT = "worker-restart-memory"  # what a nanny logs on the scheduler when it restarts its worker for memory
 
 
 def _case_id(case: Any) -> str:
@@ -211,14 +222,156 @@ async def _kill_workers(cluster, timeout: float) -> None:
                          return_exceptions=True)
 
 
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
+def _format_size(n: float) -> str:
+    """Bytes as ``--memory-limit`` takes them: ``2GB``, ``1.5GB``, ``512MB``."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}".rstrip("0").rstrip(".") + "GB"
+    return f"{max(1, round(n / 1e6))}MB"
 
-    return tqdm(total=total, unit="case", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                disable=not (enabled and sys.stderr.isatty()), desc="cases")
+
+def terminate_fraction() -> float:
+    """The fraction of its memory limit at which a worker's nanny restarts it (Dask's config, 0.95 by default)."""
+    import dask
+
+    value = dask.config.get("distributed.worker.memory.terminate", 0.95)
+    return float(value) if value else 1.0
 
 
-def _failed_future_record(case: Any, future) -> dict:
+def memory_estimates(cases: Sequence[Any], memory: Callable[[Any], Any],
+                     case_id: Callable[[Any], str] = _case_id) -> dict[str, tuple[float | None, str]]:
+    """``memory(case)`` for each case as case id -> (bytes or None, how it was estimated)."""
+    out: dict[str, tuple[float | None, str]] = {}
+    for c in cases:
+        try:
+            estimate = memory(c)
+        except Exception:  # an estimate only: the case runs, and the reader or the nanny stops it if need be
+            estimate = None
+        need, detail = estimate if isinstance(estimate, tuple) else (estimate, "")
+        out[case_id(c)] = (None if need is None else float(need), detail or "")
+    return out
+
+
+def check_memory(estimates: dict[str, tuple[float | None, str]], limits: Sequence[int]) -> list[str]:
+    """Warnings for the cases whose estimated memory is over what a worker may use (the smallest ``limits``, at
+    the nanny's terminate fraction); a :class:`MedviewError` when no case fits in the largest worker."""
+    limits = [n for n in limits if n]
+    if not limits or not estimates:
+        return []
+    fraction = terminate_fraction()
+    smallest, largest = min(limits), max(limits)
+    over: list[tuple[str, float, str]] = []
+    fits_somewhere = False
+    for name, (need, detail) in estimates.items():
+        if need is None or need <= largest * fraction:
+            fits_somewhere = True
+        if need is not None and need > smallest * fraction:
+            over.append((name, need, detail))
+    suggest = _format_size(max(n for _, n, _ in over) / fraction * 1.1) if over else ""
+    if over and not fits_somewhere:
+        name, need, detail = min(over, key=lambda o: o[1])
+        raise MedviewError(
+            f"No case fits in a worker's {_format_size(largest)} memory limit: the smallest, {name}, needs about "
+            f"{_format_size(need)}{f' ({detail})' if detail else ''} and Dask restarts a worker at "
+            f"{fraction:.0%} of its limit; raise --memory-limit (e.g. --memory-limit {suggest})")
+    warnings = [f"warning: case {name} may need about {_format_size(need)} of memory"
+                f"{f' ({detail})' if detail else ''}, more than a worker may use ({fraction:.0%} of its "
+                f"{_format_size(smallest)} limit): its worker may be restarted and the case fail; raise "
+                f"--memory-limit (e.g. --memory-limit {suggest})" for name, need, detail in over[:10]]
+    if len(over) > 10:
+        warnings.append(f"warning: {len(over) - 10} more case(s) may not fit in a worker's memory either")
+    return warnings
+
+
+class _KilledWorkerLogFilter(logging.Filter):
+    """Drops two lines of the in-process scheduler that a worker's death causes and the run reports itself: "marked
+    as failed because N workers died" (the case's error says why) and "Couldn't gather keys" (a finished case's
+    result was on the dead worker: the scheduler computes it again and the gather waits for it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return "workers died while trying to run it" not in text and not text.startswith("Couldn't gather keys")
+
+
+def _suspicious_counts(dask_scheduler, keys: list[str]) -> dict[str, int]:
+    """On the scheduler: how many workers died while running each key (Dask's own ``TaskState.suspicious``)."""
+    return {k: ts.suspicious for k in keys if (ts := dask_scheduler.tasks.get(k)) is not None}
+
+
+class _ClusterWatch:
+    """Which workers ran each case, and the memory restarts the nannies reported (polled, Dask's own events)."""
+
+    def __init__(self, client, limit: int | None) -> None:
+        self.client, self.limit = client, limit
+        self.ran_on: dict[str, set[str]] = {}
+        self.seen_events = 0
+        self.memory_kills: list[dict] = []  # {"worker", "rss", "keys"}
+        self.last_poll = 0.0
+        self.running = 0
+        self.last_processing: dict[str, Any] = {}
+        self.needs: dict[str, float] = {}  # task key -> estimated bytes, for the limit to suggest
+        self.known_limits: dict[str, int] = {}  # worker address -> memory limit, as the run started
+        self._unreported: list[dict] = []
+        self.watched: set[str] = set()  # keys of the cases not finished yet
+        self.suspicious: dict[str, int] = {}
+
+    def take_unreported(self) -> list[dict]:
+        """The memory restarts found since the last call (to show them once)."""
+        out, self._unreported = self._unreported, []
+        return out
+
+    def poll(self, force: bool = False) -> list[dict]:
+        """New memory restarts since the last poll (each with the keys that worker was running)."""
+        now = time.monotonic()
+        if not force and now - self.last_poll < CLUSTER_POLL_S:
+            return []
+        self.last_poll = now
+        try:
+            processing = self.client.processing()
+            events = self.client.get_events(MEMORY_EVENT)
+        except Exception:  # pragma: no cover - the scheduler went away; the futures will say so
+            return []
+        self.running = 0
+        for worker, keys in processing.items():
+            for key in keys:
+                if str(key).startswith("medview-case-"):
+                    self.ran_on.setdefault(str(key), set()).add(worker)
+                    self.running += 1
+        new = []
+        fresh = list(events)[self.seen_events:]
+        died_running: set[str] = set()
+        if fresh and self.watched:  # which of our cases were on a worker that died since the last look
+            with contextlib.suppress(Exception):
+                counts = self.client.run_on_scheduler(_suspicious_counts, keys=list(self.watched))
+                died_running = {k for k, n in counts.items() if n > self.suspicious.get(k, 0)}
+                self.suspicious.update(counts)
+        for _, event in fresh:
+            worker = event.get("worker")  # gone from `processing` once dead: what it ran at the last poll counts
+            keys = sorted({str(k) for k in (*self.last_processing.get(worker, ()), *processing.get(worker, ()))}
+                          or died_running)
+            kill = {"worker": worker, "rss": event.get("rss"), "keys": keys}
+            self.memory_kills.append(kill)
+            self._unreported.append(kill)
+            new.append(kill)
+        self.seen_events = len(events)
+        self.last_processing = processing
+        return new
+
+    def kills_for(self, key: str, last_worker: str | None) -> list[dict]:
+        workers = self.ran_on.get(key, set()) | ({last_worker} if last_worker else set())
+        return [k for k in self.memory_kills if key in k["keys"] or k["worker"] in workers]
+
+    def worker_limit(self, worker: str | None) -> int | None:
+        """The memory limit of ``worker`` (usually dead by now: as known at the start, else as the scheduler says)."""
+        if self.known_limits.get(worker or ""):
+            return self.known_limits[worker or ""]
+        with contextlib.suppress(Exception):
+            info = self.client.scheduler_info(n_workers=-1).get("workers", {})
+            if worker in info and info[worker].get("memory_limit"):
+                return int(info[worker]["memory_limit"])
+        return self.limit
+
+
+def _failed_future_record(case: Any, future, watch: _ClusterWatch | None = None) -> dict:
     """An error record for a task that raised outside ``fn`` (its workers kept dying, or it was lost)."""
     try:
         exc = future.exception(timeout=5)
@@ -226,8 +379,33 @@ def _failed_future_record(case: Any, future) -> dict:
         exc = other
     name = type(exc).__name__ if exc is not None else future.status
     if name == "KilledWorker":
-        message = ("the worker running this case died repeatedly (out of memory or killed); "
-                   f"see the worker logs: {exc}")
+        last = getattr(getattr(exc, "last_worker", None), "address", None)
+        tries = getattr(exc, "allowed_failures", None)
+        tries_text = f"{tries + 1} times" if isinstance(tries, int) else "repeatedly"
+        kills: list[dict] = []
+        # the nanny's event may reach the scheduler just after the worker's death: look again for up to a second
+        deadline = time.monotonic() + KILL_EVENT_WAIT_S
+        while watch is not None:
+            watch.poll(force=True)
+            kills = watch.kills_for(str(future.key), last)
+            if kills or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        limit = getattr(getattr(exc, "last_worker", None), "memory_limit", None) or (
+            watch.limit if watch is not None else None)
+        if kills:
+            rss = max((k["rss"] or 0) for k in kills)
+            limit_text = f"{terminate_fraction():.0%} of its {_format_size(limit) + ' ' if limit else ''}memory limit"
+            need = watch.needs.get(str(future.key), 0.0) / terminate_fraction() * 1.1 if watch is not None else 0.0
+            suggest = _format_size(max((limit or rss) * 2, need))
+            message = (f"the worker ran out of memory: it used {_format_size(rss)}, over {limit_text}, and Dask's "
+                       f"nanny restarted it; tried {tries_text}; raise --memory-limit "
+                       f"(e.g. --memory-limit {suggest}) or give the case less to do")
+        else:
+            message = (f"the worker running this case died {tries_text} without its nanny reporting memory over "
+                       f"the {_format_size(limit) + ' ' if limit else ''}limit (a crash in a library, or the system "
+                       "killed it, e.g. its out-of-memory killer: then raise --memory-limit only if the machine "
+                       f"has the memory, or run fewer --workers); see the worker logs ({exc})")
     else:
         message = f"{name}: {exc}"
     return {"case_id": _case_id(case), "status": "error", "error": message, "seconds": None}
@@ -256,7 +434,8 @@ def run_cohort(cases: Sequence[Any], fn: Callable[[Any, str], dict], out_dir: st
                memory_limit: str | int | None = DEFAULT_MEMORY_LIMIT, threads_per_worker: int = 1,
                progress: bool = True, retries: int = 1, is_done: Callable[[Any], bool] | None = None,
                case_id: Callable[[Any], str] = _case_id, env: dict[str, str] | None = None,
-               cost: Callable[[Any], float] | None = None, task: TaskContext | None = None) -> dict[str, Any]:
+               cost: Callable[[Any], float] | None = None, task: TaskContext | None = None,
+               memory: Callable[[Any], Any] | None = None, progress_prefix: str = "medview") -> dict[str, Any]:
     """Run ``fn(case, out_dir)`` for every case not yet done, one Dask task each, and gather the records.
 
     Parameters
@@ -286,13 +465,21 @@ def run_cohort(cases: Sequence[Any], fn: Callable[[Any, str], dict], out_dir: st
     task
         Progress (fraction of cases) and cancellation: a cancel stops the run like Ctrl-C, raising
         :class:`~medview.core.errors.CancelledError`.
+    memory
+        ``memory(case)``: the bytes a case is expected to need (or ``(bytes, how it was estimated)``, or None):
+        the cases over a worker's limit are named on stderr before any runs, and when none fits the run is
+        refused with a :class:`MedviewError` (a local cluster: before it starts).
+    progress
+        Progress on stderr: a bar on a terminal, plain lines otherwise (one per case, and one at most every
+        few seconds between), each starting with ``progress_prefix``.
 
     Returns
     -------
     dict
         ``cases`` (all), ``skipped`` (done before), ``ran``, ``ok``, ``failed``, ``seconds`` (wall time of
         the run, cluster start included), ``workers`` (count when the run started), ``scheduler``
-        (address) and ``records`` (case id -> record, for the cases run now).
+        (address), ``records`` (case id -> record, for the cases run now), ``warnings`` (memory estimates
+        over the limit) and ``memory_restarts`` (workers restarted for memory during the run).
     """
     started = time.perf_counter()
     ids = [case_id(c) for c in cases]
@@ -310,49 +497,78 @@ def run_cohort(cases: Sequence[Any], fn: Callable[[Any, str], dict], out_dir: st
     out_dir = os.fspath(out_dir)
     todo = [c for c in cases if not (is_done and is_done(c))]
     summary: dict[str, Any] = {"cases": len(cases), "skipped": len(cases) - len(todo), "ran": 0, "ok": 0,
-                               "failed": 0, "seconds": 0.0, "workers": 0, "scheduler": scheduler, "records": {}}
+                               "failed": 0, "seconds": 0.0, "workers": 0, "scheduler": scheduler, "records": {},
+                               "warnings": [], "memory_restarts": 0}
     if not todo:
         report(task, 1.0, "All cases were already done", force=True)
         summary["seconds"] = time.perf_counter() - started
         return summary
     n_workers = workers or max(1, min(os.cpu_count() or 1, len(todo)))
+    estimates = memory_estimates(todo, memory, case_id) if memory is not None else {}
+    if scheduler is None:  # before the cluster starts: a refusal costs nothing
+        summary["warnings"] = check_memory(estimates, [limit or 0])
 
     from distributed import as_completed
 
     client, cluster = _start_client(n_workers, scheduler, limit, threads_per_worker)
     run_token = uuid.uuid4().hex[:8]
     futures: dict[Any, Any] = {}
-    bar = None
+    bar = CohortProgress(len(todo), enabled=progress, prefix=progress_prefix)
+    watch = _ClusterWatch(client, limit)
+    log_filter = _KilledWorkerLogFilter()
+    logging.getLogger("distributed.scheduler").addFilter(log_filter)
     try:
-        summary["workers"] = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        info = client.scheduler_info(n_workers=-1).get("workers", {})
+        summary["workers"] = len(info)
+        watch.known_limits = {addr: int(w.get("memory_limit") or 0) for addr, w in info.items()}
         summary["scheduler"] = client.scheduler.address
+        if scheduler is not None:  # the running workers' own limits
+            summary["warnings"] = check_memory(estimates, [int(w.get("memory_limit") or 0) for w in info.values()])
+        for line in summary["warnings"]:
+            bar.note(line)
         order = _priorities(todo, cost)
         for c, priority in zip(todo, order, strict=True):
             key = f"medview-case-{case_id(c)}-{run_token}"
             future = client.submit(run_task, fn, c, out_dir, threads_per_worker, env, key=key, pure=False,
                                    retries=retries, priority=priority)
             futures[future] = c
-        bar = _progress_bar(len(todo), progress)
+            watch.needs[key] = estimates.get(case_id(c), (None, ""))[0] or 0.0
+            watch.watched.add(key)
         done = 0
         pending = as_completed(list(futures), loop=client.loop)
+        names = {str(f.key): case_id(c) for f, c in futures.items()}
+
+        def note_kills() -> None:
+            for kill in watch.take_unreported():
+                cases_hit = ", ".join(names.get(k, k) for k in kill["keys"]) or "a case"
+                worker_limit = watch.worker_limit(kill["worker"])
+                bar.note(f"a worker ran out of memory running {cases_hit} ({_format_size(kill['rss'] or 0)} used, "
+                         f"its limit {_format_size(worker_limit) if worker_limit else 'unknown'}); Dask restarted "
+                         "it and may try the case again (raise --memory-limit if this repeats)")
+
         while not pending.is_empty():
+            watch.poll()
+            note_kills()
             ready = pending.next_batch(block=False)
             if not ready:
                 check_cancel(task)  # a cancel is seen within POLL_S even while long cases run
+                bar.tick(running=watch.running)
                 time.sleep(POLL_S)
                 continue
             for future in ready:
                 c = futures.pop(future)
-                record = future.result() if future.status == "finished" else _failed_future_record(c, future)
+                watch.watched.discard(str(future.key))
+                record = (future.result() if future.status == "finished"
+                          else _failed_future_record(c, future, watch))
+                note_kills()  # the restarts found while looking into a failure come before its line
                 # forget the result on the cluster: a worker lost later must not make the scheduler run the case
                 # again (its outputs are on disk; the record is here)
                 future.release()
                 summary["records"][case_id(c)] = record
                 summary["ok" if record.get("status") == "ok" else "failed"] += 1
                 done += 1
-                bar.update(1)
-                if record.get("status") != "ok":
-                    bar.set_postfix_str(f"{summary['failed']} failed", refresh=False)
+                bar.case_finished(case_id(c), record.get("status") == "ok", record.get("seconds"),
+                                  record.get("error"))
                 report(task, done / len(todo), f"{done}/{len(todo)} cases ({summary['failed']} failed)")
             check_cancel(task)
         summary["ran"] = done
@@ -363,8 +579,9 @@ def run_cohort(cases: Sequence[Any], fn: Callable[[Any, str], dict], out_dir: st
                 cluster.sync(_kill_workers, cluster, STOP_TIMEOUT_S)
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
+        logging.getLogger("distributed.scheduler").removeFilter(log_filter)
+        summary["memory_restarts"] = len(watch.memory_kills)
         futures.clear()
         client.close()
         if cluster is not None:

@@ -31,9 +31,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
     from medview.app.batch import run_batch
 
-    # the engine draws its own bar (tqdm, with ETA) on a terminal, so the generic one is not passed on
+    # the engine reports progress itself: a bar (tqdm, with ETA) on a terminal, plain lines in a log or pipe,
+    # so the generic bar (terminal only) is not passed on
     summary = run_batch(args.pipeline, args.cohort, args.out, workers=args.workers, scheduler=args.scheduler,
-                        memory_limit=args.memory_limit, task=None, progress=progress is not None)
+                        memory_limit=args.memory_limit, task=None, progress=True)
     print(f"{summary['cases']} case(s): {summary['ok']} ok, {summary['failed']} failed "
           f"({summary['ran']} run now, {summary['skipped']} already done) in {summary['seconds']:.1f} s on "
           f"{summary['workers']} worker(s)")
