@@ -191,6 +191,13 @@ class _Replacement:
         return EMPTY_BBOX
 
 
+def _discard(steps: Iterable[Any]) -> None:
+    """Steps leave the history: the files of whole images they kept go with them."""
+    for step in steps:
+        if isinstance(step, _Replacement):
+            step.kept.discard()
+
+
 def _array_of(target: Any) -> np.ndarray:
     array = target if isinstance(target, np.ndarray) else getattr(target, "array", None)
     if not isinstance(array, np.ndarray):
@@ -329,6 +336,7 @@ class History:
     def forget(self, target_id: str) -> None:
         """Drop a target and all of its steps (its label map was closed)."""
         self._targets.pop(target_id, None)
+        _discard(s for s in (*self._undo, *self._redo) if s.target_id == target_id)
         kept = [s for s in self._undo if s.target_id != target_id]
         self._undo = deque(kept)
         self._redo = [s for s in self._redo if s.target_id != target_id]
@@ -336,6 +344,7 @@ class History:
         self.version += 1
 
     def clear(self) -> None:
+        _discard((*self._undo, *self._redo))
         self._undo.clear()
         self._redo.clear()
         self._memory = 0
@@ -397,6 +406,7 @@ class History:
     def _push(self, step: _Step) -> Change:
         """Keep a new step (it ends the redo branch), within the budget."""
         self._memory -= sum(s.nbytes for s in self._redo)  # a new change ends the redo branch
+        _discard(self._redo)
         self._redo.clear()
         self._undo.append(step)
         self._memory += step.nbytes
@@ -431,7 +441,9 @@ class History:
 
     def _enforce_budget(self) -> None:
         while self._memory > self.budget_bytes and self._undo:
-            self._memory -= self._undo.popleft().nbytes
+            dropped = self._undo.popleft()
+            self._memory -= dropped.nbytes
+            _discard((dropped,))
             self.dropped_steps += 1
 
     # -- undo / redo ------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from medview.core.errors import MedviewError
 from medview.core.labels import LabelMap
 from medview.core.resources import data_dir
 
+log = logging.getLogger(__name__)
 SPILL_FOLDER = "undo"
 _NAME = re.compile(r"^undo-(\d+)-.*\.npy$")
 
@@ -90,9 +93,11 @@ def can_keep(nbytes: int, memory_limit: int) -> str | None:
 class KeptImage:
     """A volume (and optionally a label map) kept for undo/redo; :meth:`restore` gives them back.
 
-    In memory when ``image_bytes <= memory_limit``; otherwise written to ``.npy`` files at once (the objects
-    are then released: a restored image is a new Volume / LabelMap with the same values, geometry, metadata and
-    label table).  Raises :class:`MedviewError` when neither is possible.
+    In memory when ``image_bytes <= memory_limit``; otherwise written to ``.npy`` files, in a background thread
+    (numpy writes without the GIL: the window goes on), the objects released once written.  A restored image
+    is then a new Volume / LabelMap with the same values (mapped copy-on-write from the file: no read on the GUI
+    thread), geometry, metadata, label table and voxel counts.  Raises :class:`MedviewError` when it can be
+    kept neither way.
     """
 
     def __init__(self, volume: Any, labels: LabelMap | None, memory_limit: int) -> None:
@@ -100,17 +105,22 @@ class KeptImage:
         self.size = image_bytes(volume, labels)
         self.paths: list[Path] = []
         self._files: dict[str, Path] = {}
+        self._held: tuple[Any, LabelMap | None] | None = None  # the objects, until their files are written
+        self._error: str | None = None
+        self._lock = threading.Lock()
+        self._writer: threading.Thread | None = None
         self._finalizer = weakref.finalize(self, _remove, self.paths)  # also at exit
         if self.size > memory_limit:
             self._spill(memory_limit)
 
     @property
     def in_memory(self) -> bool:
+        """True when kept in memory by design (not written to files)."""
         return not self._files
 
     @property
     def nbytes(self) -> int:
-        """Memory held (0 once in files)."""
+        """Memory counted against the undo budget: 0 for an image kept in files."""
         return self.size if self.in_memory else 0
 
     def _spill(self, memory_limit: int) -> None:
@@ -118,6 +128,7 @@ class KeptImage:
         if reason is not None:
             raise MedviewError(f"This step cannot be undone: {reason}")
         folder = spill_dir()
+        items: list[tuple[int, np.ndarray]] = []
         try:
             folder.mkdir(parents=True, exist_ok=True)
             remove_stale_files(folder)
@@ -125,27 +136,48 @@ class KeptImage:
                 if obj is None:
                     continue
                 fd, name = tempfile.mkstemp(prefix=f"undo-{os.getpid()}-{key}-", suffix=".npy", dir=folder)
-                path = Path(name)
-                self.paths.append(path)
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(obj.array), allow_pickle=False)
-                self._files[key] = path
+                self.paths.append(Path(name))
+                self._files[key] = Path(name)
+                items.append((fd, obj.array))
         except OSError as exc:
+            for fd, _ in items:
+                os.close(fd)
             _remove(self.paths)
             self._files.clear()
             raise MedviewError(f"This step cannot be undone: the previous image ({self.size / 2**20:.0f} MB) does "
                                f"not fit the undo memory and could not be written to {folder} "
                                f"({exc.strerror or exc})") from None
-        # keep everything but the voxels
-        self.volume = _shell(self.volume)
+        if self.labels is not None:
+            self.labels.voxel_counts()  # kept with the table: a restored map needs no recount
+        self._held = (self.volume, self.labels)
+        self.volume = _shell(self.volume)  # everything but the voxels
         self.labels = _shell(self.labels) if self.labels is not None else None
+        self._writer = threading.Thread(target=self._write, args=(items,), name="medview-undo-spill", daemon=True)
+        self._writer.start()
+
+    def _write(self, items: list[tuple[int, np.ndarray]]) -> None:
+        try:
+            for fd, array in items:
+                with os.fdopen(fd, "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        except (OSError, ValueError) as exc:  # kept in memory instead: nothing is lost
+            log.warning("the image kept for undo stays in memory: writing %s failed (%s)", self.paths, exc)
+            self._error = str(exc)
+            return
+        with self._lock:
+            self._held = None
 
     def restore(self) -> tuple[Any, LabelMap | None]:
-        """The kept volume and label map (read back from the files when they were written out)."""
+        """The kept volume and label map (mapped from the files when they were written out)."""
         if self.in_memory:
             return self.volume, self.labels
+        with self._lock:
+            held = self._held
+        if held is not None:  # still being written (or the write failed): the objects themselves
+            return held
         try:
-            arrays = {key: np.load(path, allow_pickle=False) for key, path in self._files.items()}
+            arrays = {key: np.asarray(np.load(path, mmap_mode="c", allow_pickle=False))
+                      for key, path in self._files.items()}
         except (OSError, ValueError) as exc:
             raise MedviewError(f"The image kept for undo could not be read back from {spill_dir()} "
                                f"({getattr(exc, 'strerror', None) or exc}); it cannot be restored") from None
@@ -158,7 +190,14 @@ class KeptImage:
             s = self.labels
             labels = LabelMap(arrays["labels"], s.geometry, labels=list(s.table_snapshot()), source=s.source,
                               provenance=dict(s.provenance))
+            if s._counts is not None:
+                labels.changed(counts=s._counts)
         return volume, labels
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Until the files are written (tests)."""
+        if self._writer is not None:
+            self._writer.join(timeout_s)
 
     def discard(self) -> None:
         """Remove the files now (the step is dropped)."""

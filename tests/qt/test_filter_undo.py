@@ -76,3 +76,35 @@ def test_resample_is_undone_with_its_labels(qtbot, window: MainWindow, chest_ct_
     assert [e.name for e in window.state.labels.labels] == names
     window.editing.redo()
     assert window.state.volume.geometry.spacing == (1.0, 1.0, 2.5) and window.state.labels is None
+
+
+def test_undo_from_a_file_keeps_the_event_loop_free(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    """With an undo budget too small for the CT, the image before a resample is kept in a file (written in the
+    background); undo and redo swap the images without stalling the window (bound 250 ms, goal 50 ms)."""
+    import time
+
+    from PySide6.QtCore import QCoreApplication
+
+    from medview.app.kept_images import spill_dir
+    from tests.qt.stall_probe import StallProbe
+
+    _open(qtbot, window, chest_ct_sample)
+    reference = _reference(chest_ct_sample)
+    tumour = window.state.labels.array.copy()
+    window.state.history.budget_bytes = 40 * 2**20  # a quarter: 10 MB, less than the 25 MB CT
+    panel = window.editing.filters
+    panel.select("resample").set_value("spacing", "1,1,2.5")
+    _run(qtbot, panel)
+    assert list(spill_dir().glob("*.npy"))
+    qtbot.wait(500)  # the files are written in the background meanwhile
+    for action in (window.editing.undo, window.editing.redo, window.editing.undo):
+        with StallProbe() as probe:
+            action()
+            end = time.perf_counter() + 0.3
+            while time.perf_counter() < end:
+                QCoreApplication.processEvents()
+                time.sleep(0.001)
+        print(f"\n{action.__name__} from a file: longest stall {probe.longest_ms:.0f} ms")
+        assert probe.longest_ms < 250, probe.stalls
+    np.testing.assert_array_equal(window.state.volume.array, sitk.GetArrayFromImage(reference))
+    np.testing.assert_array_equal(window.state.labels.array, tumour)
