@@ -453,7 +453,8 @@ class ViewerState:
 
     def replace_volume(self, volume: Volume, description: str, step: dict[str, Any] | None = None,
                        prepared: PreparedStep | None = None) -> Change | None:
-        """A filter result: undoable when it keeps the grid and data type, otherwise a new image.
+        """A filter result, as one undo step: a diff of the voxels when it keeps the grid and data type, else
+        the whole image (the one before is kept: :meth:`_replace_whole_volume`).
 
         ``step``: the pipeline step that made it (default: the one the result records), for the replay log.
         ``prepared``: its undo step against the current volume, made in the job's process (the caller makes sure
