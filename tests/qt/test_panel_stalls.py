@@ -181,3 +181,19 @@ def test_a_result_that_arrives_after_an_edit_is_diffed_against_the_edited_map(qt
     np.testing.assert_array_equal(state.labels.array, painted)
     window.editing.undo()
     np.testing.assert_array_equal(state.labels.array, original)
+
+
+def test_cancel_from_the_panel_stops_the_job_process(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:
+    """Cancel during k-means: the job's process is killed at once and nothing changes."""
+    _open(qtbot, window, chest_ct_sample)
+    before = window.state.labels.array.copy()
+    panel = window.editing.segmentation
+    panel.select("kmeans")
+    QTest.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=30_000)  # running in its process
+    t0 = time.perf_counter()
+    QTest.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.run_button.isEnabled(), timeout=5_000)
+    assert time.perf_counter() - t0 < 1.0
+    assert "Cancelled" in panel.status.text()
+    np.testing.assert_array_equal(window.state.labels.array, before)
