@@ -141,10 +141,16 @@ class PreparedStep:
     start: tuple[int, int, int]
     shape: tuple[int, int, int]
     dtype: str
-    before_z: bytes
-    delta_z: bytes
+    # the compressed blobs as uint8 arrays (bytes-like): from a job's process they arrive in shared memory, not
+    # through the pipe and pickle (tens of MB for a float CT: copies that hold the GIL, and the window)
+    before_z: np.ndarray | bytes
+    delta_z: np.ndarray | bytes
     after: np.ndarray
     counts: dict[int, int] | None = None
+
+    def with_bytes(self) -> PreparedStep:
+        """The same step with its blobs as bytes, as the history keeps them (one plain copy, no pickle)."""
+        return replace_dc(self, before_z=bytes(memoryview(self.before_z)), delta_z=bytes(memoryview(self.delta_z)))
 
     @property
     def bbox(self) -> BBox:
@@ -158,8 +164,8 @@ class PreparedStep:
 def prepare_step(edit: Edit, counts: dict[int, int] | None = None) -> PreparedStep:
     """Compress ``edit`` (not yet applied) into a :class:`PreparedStep`; ``counts``: see there."""
     step = _Step.from_edit("", edit, edit.description or "Edit")
-    return PreparedStep(step.start, step.shape, step.dtype, step.before_z, step.delta_z,
-                        np.ascontiguousarray(edit.after), counts)
+    return PreparedStep(step.start, step.shape, step.dtype, np.frombuffer(step.before_z, np.uint8),
+                        np.frombuffer(step.delta_z, np.uint8), np.ascontiguousarray(edit.after), counts)
 
 
 REPLACEMENT_SHARE = 0.25  # an image kept whole for undo stays in memory up to this share of the budget

@@ -136,6 +136,8 @@ def run_panel_job(job: Any, *args: Any, task: TaskContext | None = None) -> Pane
     for array in arrays:  # fault the shared pages in here, not on the GUI thread
         if isinstance(array, np.ndarray) and array.size and array.flags.c_contiguous:
             np.bitwise_or.reduce(array.reshape(-1).view(np.uint8)[::4096])
+    if out.step is not None:
+        out.step = out.step.with_bytes()  # the blobs came in shared memory: copied here, in this thread
     return out
 
 
