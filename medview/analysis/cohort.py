@@ -310,6 +310,7 @@ class _ClusterWatch:
         self.last_processing: dict[str, Any] = {}
         self.needs: dict[str, float] = {}  # task key -> estimated bytes, for the limit to suggest
         self.known_limits: dict[str, int] = {}  # worker address -> memory limit, as the run started
+        self.threads: dict[str, int] = {}  # worker address -> threads
         self._unreported: list[dict] = []
         self.watched: set[str] = set()  # keys of the cases not finished yet
         self.suspicious: dict[str, int] = {}
@@ -332,10 +333,11 @@ class _ClusterWatch:
             return []
         self.running = 0
         for worker, keys in processing.items():
-            for key in keys:
-                if str(key).startswith("medview-case-"):
-                    self.ran_on.setdefault(str(key), set()).add(worker)
-                    self.running += 1
+            ours = [str(k) for k in keys if str(k).startswith("medview-case-")]
+            for key in ours:
+                self.ran_on.setdefault(key, set()).add(worker)
+            # a worker is given a little more than it has threads for (Dask's worker-saturation): those wait there
+            self.running += min(len(ours), self.threads.get(worker, 1))
         new = []
         fresh = list(events)[self.seen_events:]
         died_running: set[str] = set()
@@ -521,6 +523,7 @@ def run_cohort(cases: Sequence[Any], fn: Callable[[Any, str], dict], out_dir: st
         info = client.scheduler_info(n_workers=-1).get("workers", {})
         summary["workers"] = len(info)
         watch.known_limits = {addr: int(w.get("memory_limit") or 0) for addr, w in info.items()}
+        watch.threads = {addr: int(w.get("nthreads") or 1) for addr, w in info.items()}
         summary["scheduler"] = client.scheduler.address
         if scheduler is not None:  # the running workers' own limits
             summary["warnings"] = check_memory(estimates, [int(w.get("memory_limit") or 0) for w in info.values()])
