@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QThreadPool, QTimer
+from PySide6.QtCore import Qt, QThreadPool, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication
 
 from medview.app.samples import sample_path
 from medview.io.dicom import parallel
 from medview.qt.main_window import MainWindow, save_pixmap
 from medview.qt.workers import wait_for_all
+
+log = logging.getLogger("medview.qt")
+# what Qt's offscreen and minimal platform plugins say about window management they do not have: not a fault
+_PLATFORM_CHATTER = ("This plugin does not support",)
+_QT_LEVELS = {QtMsgType.QtDebugMsg: logging.DEBUG, QtMsgType.QtInfoMsg: logging.INFO,
+              QtMsgType.QtWarningMsg: logging.WARNING, QtMsgType.QtCriticalMsg: logging.ERROR,
+              QtMsgType.QtFatalMsg: logging.CRITICAL}
+
+
+def _qt_message(kind: QtMsgType, _context, message: str) -> None:
+    """Qt's messages go to medview's log (which decides what reaches stderr); platform chatter is dropped."""
+    if message.startswith(_PLATFORM_CHATTER):
+        return
+    log.log(_QT_LEVELS.get(kind, logging.WARNING), "Qt: %s", message)
 
 
 def configure() -> QApplication:
@@ -38,6 +53,7 @@ def configure() -> QApplication:
     if parallel.start_method() == "fork":
         parallel.shutdown()
     parallel.start_in_background()
+    qInstallMessageHandler(_qt_message)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("medview")
     app.setOrganizationName("medview")
