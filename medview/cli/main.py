@@ -215,9 +215,42 @@ def _no_display() -> str | None:
     if any(p not in _DISPLAY_PLATFORMS for p in requested):
         return None  # an offscreen (or other) platform that needs no display server
     needed = [_DISPLAY_PLATFORMS[p] for p in requested] or ["DISPLAY", "WAYLAND_DISPLAY"]
-    if any(os.environ.get(var) for var in needed):
-        return None
+    if any(os.environ.get(var) for var in needed if var != "DISPLAY"):
+        return None  # a Wayland compositor is named: Qt reports its own failure there without aborting
+    if "DISPLAY" in needed and os.environ.get("DISPLAY"):
+        display = os.environ["DISPLAY"]
+        return None if _x11_reachable(display) else f"DISPLAY={display} cannot be reached (no X server answers)"
     return " and ".join(dict.fromkeys(needed)) + (" is" if len(set(needed)) == 1 else " are") + " not set"
+
+
+def _x11_reachable(display: str, timeout_s: float = 1.0) -> bool:
+    """Whether an X server answers at ``display`` ('[host]:N[.S]'): its Unix socket (file or abstract) for a
+    local display, TCP port 6000 + N for a remote one (SSH forwarding). Qt aborts the process when it cannot
+    connect, so this is asked first. A display name this does not understand counts as reachable."""
+    import socket
+
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".", 1)[0]
+    if not number.isdigit():
+        return True
+    if host in ("", "unix") or host.startswith("/"):
+        addresses = [f"/tmp/.X11-unix/X{number}", f"\0/tmp/.X11-unix/X{number}"]
+        if host.startswith("/"):  # launchd-style socket paths (macOS XQuartz) are not for this check
+            return True
+        for address in addresses:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout_s)
+                try:
+                    sock.connect(address)
+                    return True
+                except OSError:
+                    continue
+        return False
+    try:
+        with socket.create_connection((host, 6000 + int(number)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _check_view_paths(paths: Sequence[str]) -> None:

@@ -95,3 +95,35 @@ def test_screenshot_without_display_renders_offscreen(chest_ct_sample: Path, tmp
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "qt.qpa" not in r.stderr
+
+
+def _free_x_display() -> int:
+    return next(n for n in range(150, 400) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+
+
+def test_a_display_no_x_server_answers_is_one_line(chest_ct_sample: Path) -> None:
+    """DISPLAY set, but nothing listens there (a stale SSH session, a stopped Xvfb): Qt aborted as before."""
+    n = _free_x_display()
+    for display in (f":{n}", f"127.0.0.1:{n}.0"):
+        run = run_headless("view", str(chest_ct_sample), DISPLAY=display)
+        assert run.returncode == 3, run.stderr
+        line = one_medview_line(run.stderr)
+        assert f"DISPLAY={display} cannot be reached" in line and "QT_QPA_PLATFORM=offscreen" in line
+
+
+def test_a_listening_x_socket_counts_as_a_display() -> None:
+    """The check itself on a socket that answers (abstract Unix socket, as X servers also listen on)."""
+    import socket
+
+    from medview.cli.main import _x11_reachable
+
+    n = _free_x_display()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(f"\0/tmp/.X11-unix/X{n}")
+        server.listen(1)
+        assert _x11_reachable(f":{n}") and _x11_reachable(f":{n}.0")
+    assert not _x11_reachable(f":{n}")
+    with socket.create_server(("127.0.0.1", 0)) as tcp:
+        port = tcp.getsockname()[1]
+        if port > 6000:
+            assert _x11_reachable(f"127.0.0.1:{port - 6000}")
