@@ -19,6 +19,7 @@ renderer, the slice planes and the measurements without any prop matrix.  The pi
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,16 @@ __all__ = [
     "DEFAULT_PASS_BAND",
     "DEFAULT_SMOOTHING_ITERATIONS",
     "MESH_SUFFIXES",
+    "SurfaceArrays",
+    "arrays_to_polydata",
     "label_actor",
     "label_surface",
     "label_surfaces",
+    "label_surfaces_arrays",
     "mesh_properties",
+    "polydata_to_arrays",
     "threshold_surface",
+    "threshold_surface_arrays",
     "write_mesh",
 ]
 
@@ -247,6 +253,75 @@ def threshold_surface(volume: Volume, level_hu: float, smoothing_iterations: int
     check_cancel(task)
     report(task, 1.0, "Iso-surface done", force=True)
     return surface
+
+
+# -- surfaces computed in a worker process -------------------------------------------------------------------
+@dataclass
+class SurfaceArrays:
+    """A triangle mesh as plain arrays, so that it can leave a worker process (a ``vtkPolyData`` cannot be
+    pickled, and VTK's filters hold the GIL: run in a GUI thread they freeze the event loop, measured 0.4-3 s
+    for a bone isosurface).  ``points`` and ``normals`` ``(n, 3)`` float32 (LPS mm), ``triangles`` ``(m, 3)``
+    point indices; large arrays travel in shared memory (:mod:`medview.app.offload`)."""
+
+    points: np.ndarray
+    normals: np.ndarray | None
+    triangles: np.ndarray
+
+    @property
+    def n_triangles(self) -> int:
+        return int(self.triangles.shape[0])
+
+
+def polydata_to_arrays(polydata: vtkPolyData) -> SurfaceArrays:
+    """The points, point normals and triangles of a triangle mesh (as this module makes them)."""
+    mesh = _triangles(polydata)  # in the worker: strips or polygons become triangles, normals kept
+    if mesh.GetNumberOfPoints() == 0:
+        return SurfaceArrays(np.zeros((0, 3), np.float32), None, np.zeros((0, 3), np.int64))
+    points = np.array(numpy_support.vtk_to_numpy(mesh.GetPoints().GetData()), dtype=np.float32)
+    normals_vtk = mesh.GetPointData().GetNormals()
+    normals = None if normals_vtk is None else np.array(numpy_support.vtk_to_numpy(normals_vtk), dtype=np.float32)
+    connectivity = numpy_support.vtk_to_numpy(mesh.GetPolys().GetConnectivityArray())
+    return SurfaceArrays(points, normals, np.array(connectivity, dtype=np.int64).reshape(-1, 3))
+
+
+def arrays_to_polydata(arrays: SurfaceArrays) -> vtkPolyData:
+    """A ``vtkPolyData`` over :class:`SurfaceArrays` (shared, not copied: cheap on the GUI thread)."""
+    from vtkmodules.vtkCommonCore import vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkCellArray
+
+    points_np = np.ascontiguousarray(arrays.points, dtype=np.float32)
+    tris = np.ascontiguousarray(arrays.triangles, dtype=np.int64).reshape(-1)
+    offsets = np.arange(0, tris.size + 1, 3, dtype=np.int64)
+    points = vtkPoints()
+    points.SetData(numpy_support.numpy_to_vtk(points_np, deep=False))
+    cells = vtkCellArray()
+    cells.SetData(numpy_support.numpy_to_vtkIdTypeArray(offsets, deep=False),
+                  numpy_support.numpy_to_vtkIdTypeArray(tris, deep=False))
+    polydata = vtkPolyData()
+    polydata.SetPoints(points)
+    polydata.SetPolys(cells)
+    keep = [points_np, tris, offsets]
+    if arrays.normals is not None and len(arrays.normals) == len(points_np):
+        normals_np = np.ascontiguousarray(arrays.normals, dtype=np.float32)
+        normals = numpy_support.numpy_to_vtk(normals_np, deep=False)
+        normals.SetName("Normals")
+        polydata.GetPointData().SetNormals(normals)
+        keep.append(normals_np)
+    polydata._medview_numpy_owner = keep  # the VTK arrays share these buffers
+    return polydata
+
+
+def threshold_surface_arrays(volume: Volume, level_hu: float, task: TaskContext | None = None,
+                             **options: Any) -> SurfaceArrays:
+    """:func:`threshold_surface` as arrays: the job the 3D panel runs in a worker process."""
+    return polydata_to_arrays(threshold_surface(volume, level_hu, task=task, **options))
+
+
+def label_surfaces_arrays(label_map: LabelMap, values: list[int] | None = None, task: TaskContext | None = None,
+                          **options: Any) -> dict[int, SurfaceArrays]:
+    """:func:`label_surfaces` as arrays: the job the 3D panel runs in a worker process."""
+    return {value: polydata_to_arrays(surface)
+            for value, surface in label_surfaces(label_map, values, task=task, **options).items()}
 
 
 def label_actor(polydata: vtkPolyData, label: Label) -> vtkActor:

@@ -90,6 +90,7 @@ class VolumeView3D(QWidget):
         self._volume_id: int | None = None
         self._surface_workers: list[Worker] = []
         self._jobs: list[Worker] = []
+        self._iso_worker: Worker | None = None
         self._radiographs: list[QWidget] = []
         self.closed = False
 
@@ -154,6 +155,12 @@ class VolumeView3D(QWidget):
         self.info = QLabel("")
         self.info.setStyleSheet("color: #aaa;")
         flow.addWidget(self.info)
+        self.cancel_button = QToolButton()
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.setToolTip("Stop the isosurface, radiograph or export being computed")
+        self.cancel_button.clicked.connect(self.cancel_jobs)
+        self.cancel_button.hide()
+        flow.addWidget(self.cancel_button)
         # the check boxes' boxes get a visible frame on the dark background (unchecked ones were near black)
         controls.setStyleSheet("QWidget#controls_3d { background: #222; } "
                                "QCheckBox, QLabel, QToolButton { color: #ddd; } "
@@ -249,13 +256,15 @@ class VolumeView3D(QWidget):
         if labels is None or self.scene.volume is None or not self.surfaces.isChecked():
             self.request_render()
             return
-        from medview.render.surfaces import label_surfaces
+        from medview.render.surfaces import label_surfaces_arrays
 
         values = [e.value for e in labels.labels if e.visible and labels.voxel_count(e.value) > 0]
         if not values:
             self.request_render()
             return
-        worker = Worker(label_surfaces, labels, values)
+        # VTK's contour and smoothing filters hold the GIL: in a thread they froze the event loop; in a process
+        # of their own they cannot, and the arrays they return become actors here in a few milliseconds
+        worker = Worker(label_surfaces_arrays, labels, values, in_process=True)
         worker.signals.finished.connect(lambda surfaces, lm=labels, w=worker: self._show_surfaces(lm, surfaces, w))
         worker.signals.failed.connect(lambda message: self.info.setText(f"Surfaces: {message}"))
         self._surface_workers.append(worker)
@@ -265,43 +274,52 @@ class VolumeView3D(QWidget):
     def _show_surfaces(self, labels, surfaces: dict, worker: Worker) -> None:
         if self.closed or worker not in self._surface_workers or labels is not self.state.labels:
             return
-        from medview.render.surfaces import label_actor
+        from medview.render.surfaces import arrays_to_polydata, label_actor
 
         for value, surface in surfaces.items():
-            self.scene.add_actor(f"label-{value}", label_actor(surface, labels.label(value)))
+            self.scene.add_actor(f"label-{value}", label_actor(arrays_to_polydata(surface), labels.label(value)))
         self.info.setText(f"{len(surfaces)} surface(s)")
         self.request_render()
 
     def _isosurface_changed(self) -> None:
         self.scene.remove_actor("isosurface")
+        if self._iso_worker is not None:
+            self._iso_worker.cancel()  # an earlier level's job: its process is killed
+            self._iso_worker = None
         volume = self.scene.volume
         if volume is None or not self.bone.isChecked():
             self.request_render()
             return
-        from medview.render.surfaces import threshold_surface
+        from medview.render.surfaces import threshold_surface_arrays
 
         # a coarse grid for big CTs: the surface is for orientation, meshes for export come from labels
         step = max(1, round((volume.array.size / 8_000_000) ** (1 / 3)))
-        worker = Worker(threshold_surface, volume, float(self.bone_level.value()), subsample=step)
-        worker.signals.finished.connect(lambda surface, v=volume: self._show_isosurface(v, surface))
+        # in a process of its own: flying edges and smoothing hold the GIL (a 3 s freeze in a thread)
+        worker = Worker(threshold_surface_arrays, volume, float(self.bone_level.value()), subsample=step,
+                        in_process=True)
+        worker.signals.finished.connect(lambda surface, v=volume, w=worker: self._show_isosurface(v, surface, w))
         worker.signals.failed.connect(lambda message: self.info.setText(f"Isosurface: {message}"))
-        self._jobs.append(worker)
-        self.info.setText("Building isosurface…")
-        start(worker)
+        self._iso_worker = worker
+        self._track(worker, "Building isosurface")
 
-    def _show_isosurface(self, volume, surface) -> None:
+    def _show_isosurface(self, volume, surface, worker: Worker | None = None) -> None:
         if self.closed or volume is not self.scene.volume or not self.bone.isChecked():
             return
+        if worker is not None and worker is not self._iso_worker:
+            return  # a level the user has since changed
+        self._iso_worker = None
         from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper
 
+        from medview.render.surfaces import arrays_to_polydata
+
         mapper = vtkPolyDataMapper()
-        mapper.SetInputData(surface)
+        mapper.SetInputData(arrays_to_polydata(surface))
         mapper.ScalarVisibilityOff()
         actor = vtkActor()
         actor.SetMapper(mapper)
         actor.GetProperty().SetColor(0.95, 0.92, 0.84)
         self.scene.add_actor("isosurface", actor)
-        self.info.setText(f"Isosurface at {self.bone_level.value()} ({surface.GetNumberOfCells()} triangles)")
+        self.info.setText(f"Isosurface at {self.bone_level.value()} ({surface.n_triangles} triangles)")
         self.request_render()
 
     def _update_clipping(self, render: bool = True) -> None:
@@ -482,11 +500,10 @@ class VolumeView3D(QWidget):
         from medview.app.rendering import export_label_meshes
 
         values = [e.value for e in labels.labels if e.visible and labels.voxel_count(e.value) > 0] or None
-        worker = Worker(export_label_meshes, labels, path, values)
+        worker = Worker(export_label_meshes, labels, path, values, in_process=True)  # VTK filters hold the GIL
         worker.signals.finished.connect(lambda r: self.info.setText(f"Wrote {', '.join(r.outputs)}"))
         worker.signals.failed.connect(lambda message: QMessageBox.warning(self, "Export surfaces", message))
-        self._jobs.append(worker)
-        start(worker)
+        self._track(worker, "Writing surfaces")
         return worker
 
     def show_radiograph(self, view: str) -> Worker | None:
@@ -500,13 +517,34 @@ class VolumeView3D(QWidget):
         if not confirm_radiograph_input(self, volume):  # not a CT (or not known to be one): the user decides
             return None
 
-        worker = Worker(drr, volume, view)
+        # in a process of its own (numpy over the whole CT): the window stays responsive, Cancel kills it
+        worker = Worker(drr, volume, view, in_process=True)
         worker.signals.finished.connect(lambda image, v=view: self._open_radiograph(image, v))
         worker.signals.failed.connect(lambda message: QMessageBox.warning(self, "Radiograph", message))
-        self._jobs.append(worker)
-        self.info.setText("Computing radiograph…")
-        start(worker)
+        self._track(worker, "Computing radiograph")
         return worker
+
+    def _track(self, worker: Worker, what: str) -> None:
+        """Start a panel job: its progress in the info line, Cancel shown while any job runs."""
+        signals = worker.signals
+        signals.progress.connect(lambda f, _m: self.info.setText(f"{what}… {100 * f:.0f}%"))
+        signals.cancelled.connect(lambda: self.info.setText(f"{what}: cancelled"))
+        for signal in (signals.finished, signals.failed, signals.cancelled):
+            signal.connect(self._jobs_changed)
+        self._jobs = [w for w in self._jobs if not w.done] + [worker]
+        self.info.setText(f"{what}…")
+        start(worker)
+        self._jobs_changed()
+
+    def _jobs_changed(self, *_args) -> None:
+        if not self.closed:
+            self.cancel_button.setVisible(any(not w.done for w in self._jobs))
+
+    def cancel_jobs(self) -> None:
+        """Cancel the panel's running jobs (isosurface, radiograph, export): their processes are killed."""
+        for w in self._jobs:
+            if not w.done:
+                w.cancel()
 
     def _open_radiograph(self, image, view: str) -> None:
         if self.closed:
