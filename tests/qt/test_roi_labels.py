@@ -46,6 +46,8 @@ def test_overlapping_rois_get_separate_labels_near_their_shapes(qtbot, window: M
     sx, sy = (abs(v) for v in axial.view_box.viewPixelSize())
     for m, rect, text in zip(window.state.measurements, rects, texts, strict=True):
         assert x0 - sx <= rect.left() and rect.right() <= x1 + sx, "label outside the view"
+        top, bottom = sorted((rect.top(), rect.bottom()))
+        assert y0 - sy <= top and bottom <= y1 + sy, "label outside the view"
         assert "mean" in text.toPlainText() and "area" in text.toPlainText()
         xy = axial._outline(m)
         # tied to its shape: beside it, or joined to it by a leader line
