@@ -22,6 +22,9 @@ from medview.core.tasks import TaskContext
 log = logging.getLogger(__name__)
 
 
+# 10 progress reports a second at most: each one repaints the progress bar (and with it the window)
+PROGRESS_INTERVAL_S = 0.1
+
 class WorkerSignals(QObject):
     progress = Signal(float, str)
     partial = Signal(object, int)  # e.g. (volume still filling, index of the slice ready)
@@ -44,8 +47,7 @@ class Worker(QRunnable):
         self.in_process = in_process
         self.setAutoDelete(False)  # the GUI holds it until finished, so signals stay valid
         self.signals = WorkerSignals()
-        # 10 reports a second at most: each one repaints the progress bar (and with it the window)
-        self.task = TaskContext(on_progress=self.signals.progress.emit, min_interval_s=0.1)
+        self.task = TaskContext(on_progress=self.signals.progress.emit, min_interval_s=PROGRESS_INTERVAL_S)
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.done = False
 
