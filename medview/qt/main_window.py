@@ -587,6 +587,7 @@ class MainWindow(QMainWindow):
         self.state.set_volume(volume, keep_view=same)
         self._auto_labels()
         self.browser.start_thumbnails()
+        self.grid.preload_3d()
         title = volume.metadata.series_description or os.path.basename(volume.metadata.source.rstrip("/"))
         self.setWindowTitle(f"medview - {title}")
         if volume.warnings:

@@ -200,7 +200,8 @@ def label_surfaces(label_map: LabelMap, values: list[int] | None = None, task: T
 
 def threshold_surface(volume: Volume, level_hu: float, smoothing_iterations: int = DEFAULT_SMOOTHING_ITERATIONS,
                       pass_band: float = DEFAULT_PASS_BAND, decimate: float | None = None,
-                      subsample: int = 1, task: TaskContext | None = None) -> vtkPolyData:
+                      subsample: int = 1, max_triangles: int | None = None,
+                      task: TaskContext | None = None) -> vtkPolyData:
     """Iso-surface of a scalar volume at ``level_hu`` (e.g. bone at 300 HU), points in world LPS mm.
 
     Parameters
@@ -214,6 +215,11 @@ def threshold_surface(volume: Volume, level_hu: float, smoothing_iterations: int
     subsample
         Take every ``subsample``-th voxel along each axis first (2 makes a 512x512x400 CT eight times
         lighter); the placement stays exact, only detail is lost.
+    max_triangles
+        Take every 2nd, 3rd, ... voxel (from ``subsample`` on) until the contour has at most this many
+        triangles: a mesh for display (on software OpenGL each frame draws every triangle: 860k took 0.25 s
+        a frame here).  Quadric decimation to the same count took 10 s on the sample CT; a coarser grid
+        takes 0.1 s.
     """
     if volume.is_color:
         raise MedviewError("An iso-surface needs a scalar (greyscale) volume, not a colour image")
@@ -249,6 +255,14 @@ def threshold_surface(volume: Volume, level_hu: float, smoothing_iterations: int
                 caller.SetAbortExecute(1)
 
         contour.AddObserver(vtkCommand.ProgressEvent, on_progress)
+    if max_triangles is not None:
+        if max_triangles < 1:
+            raise MedviewError(f"max_triangles must be a positive whole number, got {max_triangles}")
+        contour.Update()
+        check_cancel(task)
+        if contour.GetOutput().GetNumberOfCells() > max_triangles and min(volume.geometry.shape) > 2 * (step + 1):
+            return threshold_surface(volume, level_hu, smoothing_iterations, pass_band, decimate, step + 1,
+                                     max_triangles, task)
     surface = _finish(contour, sub_geometry, smoothing_iterations, pass_band, decimate)
     check_cancel(task)
     report(task, 1.0, "Iso-surface done", force=True)

@@ -100,6 +100,20 @@ def test_threshold_surface_subsampled_is_still_placed_correctly(phantom_volume):
     assert abs(coarse["volume_mm3"] / SPHERE_VOLUME - 1.0) < 0.05  # coarser grid: only the placement is exact
 
 
+def test_threshold_surface_with_a_triangle_budget_coarsens_until_it_fits(phantom_volume):
+    full = mesh_properties(threshold_surface(phantom_volume, -450.0))
+    budget = full["n_triangles"] // 3
+    capped = mesh_properties(threshold_surface(phantom_volume, -450.0, max_triangles=budget))
+    assert capped["n_triangles"] <= budget
+    assert np.linalg.norm(np.subtract(capped["centroid_lps"], SPHERE_CENTRE_LPS)) < 1.0  # still in place
+    assert abs(capped["volume_mm3"] / SPHERE_VOLUME - 1.0) < 0.05
+    # a budget the full grid meets changes nothing
+    same = mesh_properties(threshold_surface(phantom_volume, -450.0, max_triangles=full["n_triangles"]))
+    assert same["n_triangles"] == full["n_triangles"]
+    with pytest.raises(MedviewError):
+        threshold_surface(phantom_volume, -450.0, max_triangles=0)
+
+
 def test_normals_point_outward(phantom_surface):
     normals = numpy_support.vtk_to_numpy(phantom_surface.GetPointData().GetNormals())
     radial = _points(phantom_surface) - np.array(SPHERE_CENTRE_LPS)

@@ -535,3 +535,49 @@ def test_close_leaves_a_borrowed_window_usable():
     assert window.GetRenderers().GetNumberOfItems() == 0
     window.Render()  # still works: the scene did not finalise it
     window.Finalize()
+
+
+def test_background_gradients_free_the_caller_and_draw_the_same_pixels(chest_ct):
+    """The full-quality CPU mapper computes its gradients in a thread: meanwhile frames come from the LOD and the
+    caller's thread runs; once in place its shaded frame is pixel for pixel the one a scene without the thread
+    draws (its first shaded frame computing the gradients in the caller's thread)."""
+    import time
+
+    with VolumeScene(size=(300, 300), backend="cpu") as reference:
+        reference.set_volume(chest_ct, "ct-bone")
+        reference.set_shading(True)
+        expected = reference.snapshot()
+    with VolumeScene(size=(300, 300), backend="cpu", background_gradients=True) as scene:
+        scene.set_volume(chest_ct, "ct-bone")
+        scene.set_shading(True)
+        assert scene.full_quality_pending and scene.mapper is scene._mappers["lod"]
+        scene.render()  # the LOD frame; the thread starts after it
+        gaps, last = [], time.perf_counter()
+        while not scene.take_full_quality():
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+            time.sleep(0.002)
+        assert gaps and max(gaps) < 0.05, "the caller's thread was held while the gradients were computed"
+        assert not scene.full_quality_pending and scene.mapper is scene._mappers["full"]
+        np.testing.assert_array_equal(scene.snapshot(), expected)
+
+
+def test_a_progress_callback_can_abandon_a_frame(chest_ct):
+    calls = []
+
+    def progress() -> bool:
+        calls.append(1)
+        return len(calls) >= 2  # abandon at the second report
+
+    with VolumeScene(size=(400, 400), backend="cpu") as scene:
+        scene.set_volume(chest_ct, "ct-bone")
+        scene.render()
+        assert not scene.last_render_aborted
+        scene.set_render_progress(progress)
+        scene.set_preset("ct-soft-tissue")
+        scene.render()
+        assert scene.last_render_aborted and len(calls) == 2  # no report after the abort was asked
+        scene.set_render_progress(None)
+        scene.render()
+        assert not scene.last_render_aborted

@@ -1,10 +1,15 @@
 """The layout grid: 1x1 (the active view), 1x3 (axial, coronal, sagittal), 2x2 (three MPR + 3D) or 3D alone.
 
 The 3D panel is made when a layout first needs it (importing VTK and creating a GL context take about a
-second, which a user who only reads slices never pays) and lives until :meth:`ViewGrid.close_3d`.
+second, which a user who only reads slices never pays) and lives until :meth:`ViewGrid.close_3d`.  Once a
+study is open, :meth:`ViewGrid.preload_3d` imports VTK in the idle time, one module per turn of the event loop
+(the longest 70 ms), so that opening the 3D panel later does not stop the window for the 0.25 s import.
 """
 
 from __future__ import annotations
+
+import importlib
+import sys
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
@@ -16,6 +21,15 @@ from medview.qt.workers import Worker, start
 
 LAYOUTS = ("1x1", "1x3", "2x2", "3d")
 X_MAJOR_DELAY_MS = 150  # after the last change to an array (a brush stroke changes it many times a second)
+PRELOAD_DELAY_MS = 2000  # after a study opened: VTK's import waits until the study's own work is done
+# what the 3D panel imports, in dependency order (each one a short step; the panel's module last)
+PRELOAD_3D = ("vtkmodules.vtkCommonCore", "vtkmodules.vtkCommonMath", "vtkmodules.vtkCommonTransforms",
+              "vtkmodules.vtkCommonDataModel", "vtkmodules.vtkCommonExecutionModel", "vtkmodules.vtkRenderingCore",
+              "vtkmodules.vtkRenderingOpenGL2", "vtkmodules.vtkRenderingVolume",
+              "vtkmodules.vtkRenderingVolumeOpenGL2", "vtkmodules.vtkRenderingImage", "vtkmodules.vtkFiltersCore",
+              "vtkmodules.vtkInteractionStyle", "medview.render.presets", "medview.render.volume_scene",
+              "medview.render.surfaces",
+              "medview.qt.views.volume_view", "qvtk")
 
 
 class ViewGrid(QWidget):
@@ -47,6 +61,32 @@ class ViewGrid(QWidget):
         self._x_major_timer.timeout.connect(self._copy_arrays)
         for kind in X_MAJOR_ARRAYS:
             state.subscribe(kind, lambda kind=kind: self._array_changed(kind))
+        self._preload: list[str] = []
+        self._preload_timer = QTimer(self)
+        self._preload_timer.setSingleShot(True)
+        self._preload_timer.timeout.connect(self._preload_step)
+
+    def preload_3d(self) -> None:
+        """Import what the 3D panel needs in the idle time (no-op once imported or made)."""
+        imported = all(name in sys.modules for name in ("medview.render.volume_scene", "medview.render.surfaces",
+                                                         "vtkmodules.qt.QVTKRenderWindowInteractor"))
+        if self.view_3d is None and not imported and not self._preload:
+            self._preload = list(PRELOAD_3D)
+            self._preload_timer.start(PRELOAD_DELAY_MS)
+
+    def _preload_step(self) -> None:
+        if not self._preload or self.view_3d is not None:
+            self._preload = []
+            return
+        name = self._preload.pop(0)
+        if name == "qvtk":
+            from medview.qt.views.volume_view import _vtk_qt_widget
+
+            _vtk_qt_widget()
+        else:
+            importlib.import_module(name)
+        if self._preload:
+            self._preload_timer.start(0)  # the next one after the events waiting now
 
     def set_active(self, view: str) -> None:
         self.active = view
@@ -69,6 +109,10 @@ class ViewGrid(QWidget):
     def close_3d(self) -> None:
         """Close the 3D panel: its render window is finalised and every VTK reference dropped."""
         if self.view_3d is None:
+            return
+        if self.view_3d.rendering:  # called from the event loop a frame lets run: close once it has ended
+            self.view_3d.abandon_frame()
+            QTimer.singleShot(0, self.close_3d)
             return
         view, self.view_3d = self.view_3d, None
         self.grid.removeWidget(view)
@@ -134,6 +178,8 @@ class ViewGrid(QWidget):
 
     def shutdown(self) -> None:
         self._x_major_timer.stop()
+        self._preload_timer.stop()
+        self._preload = []
         for job in self._x_major_jobs.values():
             job.cancel()
         self.close_3d()

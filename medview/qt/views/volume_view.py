@@ -9,14 +9,23 @@ hands back a finished ``vtkPolyData`` (no render object is touched off the GUI t
 Rendering on software OpenGL is slow at full quality, so renders are coalesced: the camera moving, the
 crosshair moving in a 2D view or the mouse wheel switch the scene to its level of detail; full quality
 follows once things have been still for ``SETTLE_MS``.
+
+A full-quality frame (0.2-1.2 s on OSMesa) never holds up the window: every render, paint events included
+(QVTKRenderWindowInteractor's paintEvent would render at once), goes through the coalescing timer, and during
+a full frame the ray caster's progress reports let the Qt event loop run every ``PUMP_INTERVAL_S``.  Whatever
+would change the scene meanwhile (a state change, a control, a job's result, the panel closing) is queued by
+:func:`_after_render` and runs when the frame ends; input on the 3D view itself is kept and replayed then.  A
+press, wheel or key on the 3D view, or a queued change, abandons the frame (the last picture stays) and the
+scene renders again: the level of detail while the reader interacts, full quality once still.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
-from PySide6.QtCore import QRect, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -39,11 +48,59 @@ from medview.qt.workers import Worker, release_when_done, start
 
 SETTLE_MS = 300  # still this long after the last change: render at full quality
 COALESCE_MS = 40  # changes closer than this share one render
+PUMP_INTERVAL_S = 0.03
+# the isosurface is for orientation: more triangles make every frame slower on software GL (860k: 0.25 s)
+ISOSURFACE_MAX_TRIANGLES = 200_000  # during a full-quality frame the event loop runs at least this often
+# input on the 3D view that abandons a full-quality frame (hover moves and enter/leave are only kept)
+_ABORTING_INPUT = frozenset({QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick, QEvent.Type.Wheel,
+                             QEvent.Type.KeyPress})
+_KEPT_INPUT = _ABORTING_INPUT | {QEvent.Type.MouseButtonRelease, QEvent.Type.MouseMove, QEvent.Type.KeyRelease,
+                                 QEvent.Type.Enter, QEvent.Type.Leave}
 CLIP_CHOICES = ("No clipping", "Box around crosshair", "Cut at coronal plane", "Cut at axial plane",
                 "Cut at sagittal plane", "Slab through crosshair")
 SLAB_CHOICE = CLIP_CHOICES.index("Slab through crosshair")
 CAMERA_BUTTONS = (("A", "anterior"), ("P", "posterior"), ("L", "left"), ("R", "right"), ("S", "superior"),
                   ("I", "inferior"))
+
+
+def _after_render(method):
+    """A method that changes the scene: called during a frame, it is queued to run when the frame ends (and
+    the frame is abandoned); a deferred call returns None."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._in_render:
+            self._deferred.append((method, args, kwargs))
+            self._abort_wanted = True
+            return None
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class _ViewEvents(QObject):
+    """Event filter on the VTK widget: paints become coalesced renders; input during a frame is kept."""
+
+    def __init__(self, view: VolumeView3D) -> None:
+        super().__init__(view)
+        self.view = view
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt override
+        view = self.view
+        kind = event.type()
+        if kind == QEvent.Type.Paint:
+            if not view.closed and not view._in_render:  # a frame being drawn will show when it ends
+                view.request_render()  # QVTKRenderWindowInteractor.paintEvent would render now, in full
+            return True
+        if view._in_render and kind in _KEPT_INPUT:
+            if kind in _ABORTING_INPUT or (kind == QEvent.Type.MouseMove and event.buttons()):
+                view._abort_wanted = True
+            kept = view._kept_events
+            if kind == QEvent.Type.MouseMove and kept and kept[-1].type() == QEvent.Type.MouseMove:
+                kept.pop()  # moves in a row: the last one says where the mouse is (each would draw a frame)
+            kept.append(event.clone())
+            return True
+        return False
 
 
 def _vtk_qt_widget():
@@ -71,7 +128,8 @@ class VolumeView3D(QWidget):
         self.state = state
         self.vtk_widget = _vtk_qt_widget()(self)
         self.render_window = self.vtk_widget.GetRenderWindow()
-        self.scene = VolumeScene(render_window=self.render_window)
+        # the full-quality mapper computes its gradients in a thread (the first shaded frame froze 0.5-3 s)
+        self.scene = VolumeScene(render_window=self.render_window, background_gradients=True)
         self.interactor = self.render_window.GetInteractor()
         self.style = vtkInteractorStyleTrackballCamera()
         self.interactor.SetInteractorStyle(self.style)
@@ -93,6 +151,13 @@ class VolumeView3D(QWidget):
         self._iso_worker: Worker | None = None
         self._radiographs: list[QWidget] = []
         self.closed = False
+        self._in_render = False  # a frame is being drawn from _render_now (the event loop runs inside it)
+        self._abort_wanted = False
+        self._render_again = False
+        self._last_pump = 0.0
+        self._deferred: list = []  # (method, args, kwargs) called during a frame: run when it ends
+        self._kept_events: list = []  # input on the 3D view during a frame: replayed when it ends
+        self.frames_abandoned = 0
 
         self.preset = QComboBox()
         for key in list_presets():
@@ -185,16 +250,23 @@ class VolumeView3D(QWidget):
         self._settle_timer = QTimer(self)
         self._settle_timer.setSingleShot(True)
         self._settle_timer.timeout.connect(self._settle)
+        self._full_quality_timer = QTimer(self)  # polls for the full-quality mapper prepared in a thread
+        self._full_quality_timer.setInterval(30)
+        self._full_quality_timer.timeout.connect(self._full_quality_ready)
 
         self._subscriptions = [("volume", self._volume_changed), ("cursor", self._cursor_changed),
                                ("window", self._window_changed), ("geometry_view", self._rotations_changed),
                                ("labels", self._labels_changed)]
         for event, handler in self._subscriptions:
             state.subscribe(event, handler)
+        self._view_events = _ViewEvents(self)
+        self.vtk_widget.installEventFilter(self._view_events)
+        self.scene.set_render_progress(self._render_progress)
         self.vtk_widget.Initialize()
         self._volume_changed()
 
     # -- state -> scene ---------------------------------------------------------------------------------
+    @_after_render
     def _volume_changed(self) -> None:
         volume = self.state.volume
         if volume is None or self.state.loading or volume.is_color or min(volume.geometry.shape) < 2:
@@ -204,6 +276,8 @@ class VolumeView3D(QWidget):
             return
         self._volume_id = id(volume)
         self.scene.set_volume(volume, progressive=True)
+        if self.scene.full_quality_pending:
+            self._full_quality_timer.start()
         key = self.scene.preset.key if self.scene.preset is not None else None
         if key is not None:
             self.preset.setCurrentIndex(max(self.preset.findData(key), 0))
@@ -221,6 +295,7 @@ class VolumeView3D(QWidget):
         self._refresh_editor()
         self.request_render(interactive=True)
 
+    @_after_render
     def _cursor_changed(self) -> None:
         if self.scene.volume is None:
             return
@@ -230,6 +305,7 @@ class VolumeView3D(QWidget):
         if self.planes.isChecked() or self.clip.currentIndex() > 0:
             self.request_render(interactive=True)
 
+    @_after_render
     def _window_changed(self, render: bool = True) -> None:
         w = self.state.window
         if self.scene.volume is None or not w.width > 0:
@@ -238,6 +314,7 @@ class VolumeView3D(QWidget):
         if render and self.planes.isChecked():
             self.request_render(interactive=True)
 
+    @_after_render
     def _rotations_changed(self, render: bool = True) -> None:
         if self.scene.volume is None:
             return
@@ -245,6 +322,7 @@ class VolumeView3D(QWidget):
         if render and self.planes.isChecked():
             self.request_render(interactive=True)
 
+    @_after_render
     def _labels_changed(self) -> None:
         """Rebuild label surfaces in a worker (colour and visibility changes only restyle them)."""
         for name in [n for n in self.scene.actors if n.startswith("label-")]:
@@ -271,6 +349,7 @@ class VolumeView3D(QWidget):
         self.info.setText("Building surfaces…")
         start(worker)
 
+    @_after_render
     def _show_surfaces(self, labels, surfaces: dict, worker: Worker) -> None:
         if self.closed or worker not in self._surface_workers or labels is not self.state.labels:
             return
@@ -281,6 +360,7 @@ class VolumeView3D(QWidget):
         self.info.setText(f"{len(surfaces)} surface(s)")
         self.request_render()
 
+    @_after_render
     def _isosurface_changed(self) -> None:
         self.scene.remove_actor("isosurface")
         if self._iso_worker is not None:
@@ -296,12 +376,13 @@ class VolumeView3D(QWidget):
         step = max(1, round((volume.array.size / 8_000_000) ** (1 / 3)))
         # in a process of its own: flying edges and smoothing hold the GIL (a 3 s freeze in a thread)
         worker = Worker(threshold_surface_arrays, volume, float(self.bone_level.value()), subsample=step,
-                        in_process=True)
+                        max_triangles=ISOSURFACE_MAX_TRIANGLES, in_process=True)
         worker.signals.finished.connect(lambda surface, v=volume, w=worker: self._show_isosurface(v, surface, w))
         worker.signals.failed.connect(lambda message: self.info.setText(f"Isosurface: {message}"))
         self._iso_worker = worker
         self._track(worker, "Building isosurface")
 
+    @_after_render
     def _show_isosurface(self, volume, surface, worker: Worker | None = None) -> None:
         if self.closed or volume is not self.scene.volume or not self.bone.isChecked():
             return
@@ -322,6 +403,7 @@ class VolumeView3D(QWidget):
         self.info.setText(f"Isosurface at {self.bone_level.value()} ({surface.n_triangles} triangles)")
         self.request_render()
 
+    @_after_render
     def _update_clipping(self, render: bool = True) -> None:
         if self.scene.volume is None:
             return
@@ -341,6 +423,7 @@ class VolumeView3D(QWidget):
             self.request_render()
 
     # -- controls -----------------------------------------------------------------------------------------
+    @_after_render
     def set_preset(self, key: str) -> None:
         try:
             self.scene.set_preset(key)
@@ -365,15 +448,18 @@ class VolumeView3D(QWidget):
         self._refresh_editor()
         self.request_render()
 
+    @_after_render
     def _shading_toggled(self, on: bool) -> None:
         if self.scene.volume is not None:
             self.scene.set_shading(on)
             self.request_render()
 
+    @_after_render
     def _planes_toggled(self, on: bool) -> None:
         self.scene.set_planes_visible(on)
         self.request_render()
 
+    @_after_render
     def reset_camera(self, view: str = "anterior") -> None:
         if self.scene.volume is not None:
             self.scene.reset_camera(view)
@@ -404,6 +490,7 @@ class VolumeView3D(QWidget):
             self.editor._volume_id = id(self.scene.volume)
         self.editor.set_points(self.scene.colour_points, self.scene.opacity_points)
 
+    @_after_render
     def _points_edited(self, colour_points, opacity_points) -> None:
         try:
             self.scene.set_transfer_function(colour_points, opacity_points)
@@ -428,10 +515,74 @@ class VolumeView3D(QWidget):
     def _render_now(self) -> None:
         if self.closed or not self.isVisible():
             return
-        self.scene.render()
-        self.rendered.emit("lod" if self.scene.interacting else "full")
+        if self._in_render:  # the timer fired while a frame lets the event loop run
+            self._render_again = True
+            return
+        full = not self.scene.interacting and not self.scene.full_quality_pending
+        # the event loop runs inside every frame drawn from here (the interactor's own rotation frames, drawn
+        # inside its mouse handlers, are short LOD frames and do not)
+        self._in_render, self._abort_wanted, self._render_again = True, False, False
+        self._last_pump = time.perf_counter()
+        try:
+            self.scene.render()
+        finally:
+            self._in_render = False
+        aborted = self.scene.last_render_aborted
+        self._run_deferred()
+        if self.closed:
+            return
+        if aborted:
+            self.frames_abandoned += 1
+            self.request_render()  # full quality again (or the LOD, if the replayed input started a drag)
+        else:
+            if self._render_again:
+                self.request_render()
+            self.rendered.emit("full" if full else "lod")
+
+    def _full_quality_ready(self) -> None:
+        if self._in_render:
+            return  # polled again in 30 ms, after the frame (a frame is not abandoned for this)
+        if self.closed or not self.scene.full_quality_pending:
+            self._full_quality_timer.stop()
+        elif self.scene.take_full_quality():
+            self._full_quality_timer.stop()
+            self.info.setText("")
+            self.request_render()  # full quality now (after the settle time if the reader interacts)
+
+    def _render_progress(self) -> bool:
+        """The ray caster's progress during a frame: let the event loop run; True abandons the frame."""
+        if not self._in_render or self.closed:
+            return False
+        if time.perf_counter() - self._last_pump >= PUMP_INTERVAL_S:
+            QCoreApplication.processEvents()
+            self._last_pump = time.perf_counter()
+        return self._abort_wanted or self.closed
+
+    def _run_deferred(self) -> None:
+        """Run what was called during the frame, in order, then replay the input kept for the 3D view."""
+        while self._deferred:
+            method, args, kwargs = self._deferred.pop(0)
+            method(self, *args, **kwargs)
+        events, self._kept_events = self._kept_events, []
+        for event in events:
+            if self.closed:
+                break
+            QCoreApplication.sendEvent(self.vtk_widget, event)
+
+    def abandon_frame(self) -> None:
+        """Stop the full-quality frame being drawn at the ray caster's next report (no-op when none is)."""
+        if self._in_render:
+            self._abort_wanted = True
+
+    @property
+    def rendering(self) -> bool:
+        """A full-quality frame is being drawn (scene changes now are queued until it ends)."""
+        return self._in_render
 
     def _settle(self) -> None:
+        if self._in_render:  # try again once the frame being drawn has ended (it is not abandoned for this)
+            self._settle_timer.start(COALESCE_MS)
+            return
         if self.closed or self._interacting:
             return
         if self.scene.interacting:
@@ -463,6 +614,7 @@ class VolumeView3D(QWidget):
             return  # a rotation, not a click
         self.pick_at(*at)
 
+    @_after_render
     def pick_at(self, display_x: float, display_y: float) -> np.ndarray | None:
         """Set the crosshair where the rendered volume is hit (VTK display coordinates, origin bottom left)."""
         point = self.scene.pick(display_x, display_y)
@@ -473,7 +625,8 @@ class VolumeView3D(QWidget):
 
     def capture(self) -> QImage:
         """The rendered picture (a grab of a VTK widget is black: read the render window instead)."""
-        pixels = np.ascontiguousarray(self.scene.snapshot())
+        # during a frame (a capture asked for from the event loop it lets run) the picture shown now is read
+        pixels = np.ascontiguousarray(self.scene.snapshot(render=not self._in_render))
         h, w = pixels.shape[:2]
         return QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
@@ -560,6 +713,7 @@ class VolumeView3D(QWidget):
         self.info.setText(f"Radiograph {view.upper()}")
 
     # -- lifetime -----------------------------------------------------------------------------------------
+    @_after_render
     def shutdown(self) -> None:
         """Stop timers and jobs, release the scene and finalise the render window (idempotent)."""
         if self.closed:
@@ -567,6 +721,7 @@ class VolumeView3D(QWidget):
         self.closed = True
         self._render_timer.stop()
         self._settle_timer.stop()
+        self._full_quality_timer.stop()
         for event, handler in self._subscriptions:
             self.state.unsubscribe(event, handler)
         for w in [*self._surface_workers, *self._jobs]:
