@@ -72,6 +72,8 @@ class EditingController(QObject):
             "Label statistics": window._dock("Label statistics", self.stats, Qt.DockWidgetArea.RightDockWidgetArea),
         }
         self.docks["Label statistics"].visibilityChanged.connect(self.stats.set_active)
+        # the threshold preview shows only while the Segmentation tab is in front
+        self.docks["Segmentation"].visibilityChanged.connect(self.segmentation.set_shown)
         first = window.findChild(type(self.docks["Filters"]), "dock_Labels")
         for dock in self.docks.values():
             if first is not None:

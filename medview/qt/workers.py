@@ -65,19 +65,28 @@ class Worker(QRunnable):
                 result = self.fn(*self.args, task=self.task, **self.kwargs)
         except CancelledError:
             self.done = True
-            self.signals.cancelled.emit()
+            _emit(self.signals.cancelled)
         except MedviewError as exc:
             log.warning("job failed: %s", exc)
             self.done = True
-            self.signals.failed.emit(str(exc))
+            _emit(self.signals.failed, str(exc))
         except Exception as exc:  # a bug: keep the GUI alive and say what happened
             log.error("unexpected error in worker:\n%s", traceback.format_exc())
             self.done = True
-            self.signals.failed.emit(f"Unexpected error ({type(exc).__name__}): {exc}")
+            _emit(self.signals.failed, f"Unexpected error ({type(exc).__name__}): {exc}")
         else:
             self.done = True
-            self.signals.finished.emit(result)
+            _emit(self.signals.finished, result)
 
+
+def _emit(signal, *args) -> None:
+    """Emit from the worker's thread; once the application has been torn down (a job that outlived a script's
+    QApplication) the signals' object is gone and nobody listens: nothing to say then."""
+    try:
+        signal.emit(*args)
+    except RuntimeError as exc:
+        if "deleted" not in str(exc):
+            raise
 
 def start(worker: Worker) -> Worker:
     QThreadPool.globalInstance().start(worker)

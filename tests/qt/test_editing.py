@@ -60,8 +60,7 @@ def test_threshold_preview_then_segmentation_is_one_undo_step(qtbot, window: Mai
                                                                chest_ct_sample: Path) -> None:
     _open(qtbot, window, chest_ct_sample)
     dock = window.editing.docks["Segmentation"]
-    dock.show()
-    dock.raise_()
+    window.modes.show_panel("Segmentation")  # dock.show() + raise_() left it behind the Measurements tab
     panel = window.editing.segmentation
     form = panel.select("threshold")
     form.set_value("lower", 300.0)
@@ -80,6 +79,23 @@ def test_threshold_preview_then_segmentation_is_one_undo_step(qtbot, window: Mai
     np.testing.assert_array_equal(window.state.labels.array, before)
     dock.hide()
     assert window.state.threshold_preview is None  # the preview ends with the panel
+
+
+def test_threshold_preview_shows_only_while_the_segmentation_tab_is_in_front(qtbot, window: MainWindow,
+                                                                           chest_ct_sample: Path) -> None:
+    _open(qtbot, window, chest_ct_sample)
+    window.modes.set_mode("Segment")
+    window.modes.show_panel("Segmentation")
+    panel = window.editing.segmentation
+    form = panel.select("threshold")
+    form.set_value("lower", 300.0)
+    form.set_value("upper", 3000.0)
+    qtbot.waitUntil(lambda: window.state.threshold_preview == (300.0, 3000.0), timeout=2_000)
+    window.modes.show_panel("Filters")  # another tab of the same group in front: the mask would hide the CT
+    qtbot.waitUntil(lambda: window.state.threshold_preview is None, timeout=2_000)  # stayed on
+    assert panel.isVisible()  # what the panel used to ask (a tabbed dock behind another one says True)
+    window.modes.show_panel("Segmentation")
+    qtbot.waitUntil(lambda: window.state.threshold_preview == (300.0, 3000.0), timeout=2_000)
 
 
 def test_filter_from_the_panel_and_undo(qtbot, window: MainWindow, chest_ct_sample: Path) -> None:

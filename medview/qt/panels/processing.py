@@ -42,6 +42,7 @@ class ProcessingPanel(JobSlot, QWidget):
         super().__init__(parent)
         self.state = state
         self.kind = kind
+        self._shown = True  # the dock is in front (set_shown)
         if kind == "labels":  # operations on the current label map (morphology, components, ...)
             from medview.app.processing import label_operations
 
@@ -108,9 +109,16 @@ class ProcessingPanel(JobSlot, QWidget):
         self.help.setText(op.help + (f"  ({op.library})" if op.library else ""))
         self._update_preview()
 
+    def set_shown(self, shown: bool) -> None:
+        """Whether the panel's dock is in front (a tabbed dock behind another one still reports isVisible())."""
+        self._shown = bool(shown)
+        self._update_preview()
+
     def _update_preview(self) -> None:
-        """Threshold methods: show the mask of the current values in the slice views as they are edited."""
-        if self.kind != "segment" or self.form is None or not self.isVisible():
+        """Threshold methods: show the mask of the current values in the slice views as they are edited, while
+        the panel is in front."""
+        shown = self.isVisible() and self._shown
+        if self.kind != "segment" or self.form is None or not shown:
             self.state.set_threshold_preview(None)
             return
         op = self.form.operation
