@@ -112,6 +112,8 @@ class Operation:
     # what the result puts in place of the image's values, when it is no longer the same kind of image
     # (Canny's 0/1 edge map, a gradient in units/mm): the GUI says so and asks before running it
     replaces_image: str = ""
+    # parameters of which at least one must be given (threshold: a lower or an upper bound, or both)
+    at_least_one: tuple[str, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -136,6 +138,10 @@ class Operation:
                                             f"{f' ({p.unit})' if p.unit else ''}: {p.help}")
             elif p.default is not None:
                 out[p.name] = p.parse(p.default)
+        if self.at_least_one and all(out.get(name) is None for name in self.at_least_one):
+            names = [name.replace("_", " ") for name in self.at_least_one]
+            raise MissingParameterError(f"{self.name} needs a value for {' or '.join(names)} (or "
+                                        f"{'all' if len(names) > 2 else 'both'}); none is set")
         return out
 
     def __call__(self, image: Any, task: Any = None, **raw: Any) -> Any:

@@ -553,8 +553,9 @@ def fast_marching(volume: Volume, *, seeds: Sequence[Point], distance_mm: float 
 
 # -- the catalogue ------------------------------------------------------------------------------------------
 def _op(name: str, fn: Callable[..., LabelMap], params: tuple[Param, ...], help: str, library: str,
-        aliases: tuple[str, ...] = ()) -> None:
-    register(Operation(name, "segment", fn, params=params, help=help, library=library, aliases=aliases))
+        aliases: tuple[str, ...] = (), at_least_one: tuple[str, ...] = ()) -> None:
+    register(Operation(name, "segment", fn, params=params, help=help, library=library, aliases=aliases,
+                       at_least_one=at_least_one))
 
 
 _SEEDS = Param("seeds", "points", required=True, unit="mm", help="seed points x,y,z in LPS mm, ';'-separated")
@@ -567,7 +568,7 @@ _BINS = Param("bins", "int", 256, minimum=2, maximum=4096, help="histogram bins 
 _op("threshold", threshold, (
     Param("lower", "float", None, help="lowest value kept, inclusive (HU for CT)"),
     Param("upper", "float", None, help="highest value kept, inclusive (HU for CT)"),
-), "Label voxels inside an intensity window.", "NumPy")
+), "Label voxels inside an intensity window.", "NumPy", at_least_one=("lower", "upper"))
 _op("otsu", otsu, (_BINS,), "Label voxels above Otsu's automatic threshold.", "scikit-image")
 _op("multi-otsu", multi_otsu, (
     Param("classes", "int", 3, minimum=2, maximum=6, help="intensity classes; the darkest is background"),

@@ -18,3 +18,14 @@ def test_filter_without_a_required_parameter_is_a_usage_error(tmp_path: Path) ->
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "canny needs the parameter upper" in lines[0], r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_threshold_without_either_bound_is_a_usage_error(tmp_path: Path) -> None:
+    """``medview segment threshold`` with neither lower nor upper: exit 2 before the image is read."""
+    out = tmp_path / "mask.nii.gz"
+    r = subprocess.run([sys.executable, "-m", "medview.cli.main", "segment", "threshold",
+                        str(sample_path("chest_ct")), str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "threshold needs a value for lower or upper" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()

@@ -68,3 +68,18 @@ def test_a_filter_that_keeps_the_image_kind_runs_without_asking(qtbot, window: M
     with qtbot.waitSignal(panel.finished, timeout=120_000):
         assert panel.run() is not None
     assert not asked
+
+
+def test_threshold_with_neither_bound_does_not_run(qtbot, window: MainWindow, chest_ct_sample: Path,
+                                                   monkeypatch) -> None:
+    """It started the job, which failed in its process; now Run says what is missing and starts nothing."""
+    _open(qtbot, window, chest_ct_sample)
+    qtbot.waitUntil(lambda: window.state.labels is not None, timeout=10_000)
+    before = window.state.labels.array.copy()
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: warnings.append(a[2]))
+    panel = window.editing.segmentation
+    panel.select("threshold")
+    assert panel.run() is None and panel.worker is None
+    assert warnings and "lower or upper" in warnings[0]
+    np.testing.assert_array_equal(window.state.labels.array, before)
