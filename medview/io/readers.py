@@ -269,8 +269,15 @@ def _read_itk(info: FileImageInfo, task: TaskContext | None) -> Volume:
 
 
 def _volume(info: FileImageInfo, array: np.ndarray, task: TaskContext | None) -> Volume:
+    extra: dict = {}
+    if info.kind == "image2d":
+        extra["kind"] = "image2d"
+        if info.path.lower().endswith(PICTURE_EXTENSIONS):
+            # a picture has pixels, not a place in the patient: its grid's directions are made up, so the views
+            # show no world letters (A/P/L/R) or slice position and name the plane '2D image', not 'Axial'
+            extra.update(patient_frame=False, view_label="2D image")
     meta = VolumeMetadata(modality=info.modality, series_description=os.path.basename(info.path),
                           warnings=list(info.warnings), source=info.path,
-                          photometric="RGB" if info.components > 1 else "MONOCHROME2")
+                          photometric="RGB" if info.components > 1 else "MONOCHROME2", extra=extra)
     report(task, 1.0, "Done", force=True)
     return Volume(np.ascontiguousarray(array), info.geometry, meta)

@@ -585,6 +585,10 @@ class MainWindow(QMainWindow):
         self.loaded_info = self._loading_info  # the series on screen (a SEG export references it)
         same = self.state.volume is volume
         self.state.set_volume(volume, keep_view=same)
+        if volume.geometry.shape[0] == 1 and self.grid.layout_name != "1x1":
+            # a single 2D image (radiograph, photo): the coronal and sagittal views would be one line each
+            self.grid.set_active("axial")
+            self.set_layout("1x1")
         self._auto_labels()
         self.browser.start_thumbnails()
         self.grid.preload_3d()
