@@ -87,7 +87,9 @@ def run_gui(paths: list[str], series: str | None = None, screenshot: str | None 
 
         def save_when_idle() -> None:
             # after the volume: its label map, thumbnails and histogram are made by workers too
-            if QThreadPool.globalInstance().activeThreadCount() == 0:
+            view_3d = window.grid.view_3d
+            settled_3d = view_3d is None or not view_3d.isVisible() or view_3d.settled()
+            if QThreadPool.globalInstance().activeThreadCount() == 0 and settled_3d:
                 QTimer.singleShot(100, save)
             else:
                 QTimer.singleShot(50, save_when_idle)

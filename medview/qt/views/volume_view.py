@@ -158,6 +158,7 @@ class VolumeView3D(QWidget):
         self._deferred: list = []  # (method, args, kwargs) called during a frame: run when it ends
         self._kept_events: list = []  # input on the 3D view during a frame: replayed when it ends
         self.frames_abandoned = 0
+        self._full_shown = False  # the last frame completed was full quality
 
         self.preset = QComboBox()
         for key in list_presets():
@@ -537,6 +538,7 @@ class VolumeView3D(QWidget):
         else:
             if self._render_again:
                 self.request_render()
+            self._full_shown = full
             self.rendered.emit("full" if full else "lod")
 
     def _full_quality_ready(self) -> None:
@@ -546,7 +548,6 @@ class VolumeView3D(QWidget):
             self._full_quality_timer.stop()
         elif self.scene.take_full_quality():
             self._full_quality_timer.stop()
-            self.info.setText("")
             self.request_render()  # full quality now (after the settle time if the reader interacts)
 
     def _render_progress(self) -> bool:
@@ -568,6 +569,14 @@ class VolumeView3D(QWidget):
             if self.closed:
                 break
             QCoreApplication.sendEvent(self.vtk_widget, event)
+
+    def settled(self) -> bool:
+        """Full quality is on screen and nothing is about to change it (no frame being drawn or waiting, no
+        surface job running): what a screenshot waits for."""
+        return (not self.closed and not self._in_render and self._full_shown and not self.scene.interacting
+                and not self.scene.full_quality_pending and not self._render_timer.isActive()
+                and not self._settle_timer.isActive() and all(w.done for w in self._surface_workers)
+                and all(w.done for w in self._jobs))
 
     def abandon_frame(self) -> None:
         """Stop the full-quality frame being drawn at the ray caster's next report (no-op when none is)."""
