@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.medview-installed
-EXTRAS ?= dev,ai,analysis
+EXTRAS ?= dev,ai,analysis,net
 
 # Qt (offscreen or X11) and VTK (OSMesa) runtime libraries
 DEBS_RUN := libglib2.0-0 libegl1 libgl1 libx11-6 libdbus-1-3 libfontconfig1 libfreetype6 libxkbcommon0 \
             libosmesa6 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 \
             libxcb-shape0 libxkbcommon-x11-0
 # independent references and file makers used by the tests
-DEBS_TEST := $(DEBS_RUN) dcm2niix plastimatch libgdcm-tools dcmtk dicom3tools mricron-data
+DEBS_TEST := $(DEBS_RUN) dcm2niix plastimatch libgdcm-tools dcmtk dicom3tools mricron-data orthanc orthanc-dicomweb
 
 export VENV EXTRAS
 

@@ -29,6 +29,7 @@ VERB_MODULES = {
     "classify": "medview.cli.classify_cmd",
     "augment": "medview.cli.augment_cmd",
     "batch": "medview.cli.batch_cmd",
+    "db": "medview.cli.db_cmd",
 }
 VERBS = ("info", "convert", "view", "render", "mesh", "drr", "filter", "segment", "labels", "export-seg", "models",
          "infer", "detect", *VERB_MODULES)

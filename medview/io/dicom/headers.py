@@ -84,6 +84,15 @@ class FrameRecord:
     notes: tuple[str, ...] = ()  # what the scan should warn about this frame (e.g. RT Dose frame positions)
     # PatientOrientation (PS3.3 C.7.6.1.1.1): patient directions of the rows and of the columns, e.g. ('L', 'F')
     patient_orientation: tuple[str, ...] = ()
+    # what a study list shows and searches (the study database indexes them)
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_time: str = ""
+    accession_number: str = ""
+    study_description: str = ""
+    study_id: str = ""
+    body_part: str = ""
+    referring_physician: str = ""
 
     @property
     def location(self) -> str:
@@ -112,6 +121,8 @@ _KEYWORDS = (
     "PlaneOrientationSequence", "PixelMeasuresSequence", "PixelValueTransformationSequence",
     "FrameVOILUTSequence", "FrameContentSequence", "StackID", "TemporalPositionIndex",
     "GridFrameOffsetVector", "DoseGridScaling", "DoseUnits", "PatientOrientation",
+    "PatientBirthDate", "PatientSex", "StudyTime", "AccessionNumber", "StudyDescription", "StudyID",
+    "BodyPartExamined", "ReferringPhysicianName",
 )
 TAG = {kw: tag_for_keyword(kw) for kw in _KEYWORDS}
 _TEXT_VRS = {"DS", "IS", "UI", "CS", "DA", "TM", "AS"}
@@ -370,6 +381,10 @@ def records_from_dataset(ds: Dataset, path: str, member: str | None, file_size: 
         rows=rows, columns=cols, samples_per_pixel=spp, bits_allocated=bits_alloc,
         bits_stored=_int(ds, "BitsStored") or bits_alloc, pixel_representation=_int(ds, "PixelRepresentation") or 0,
         photometric=photometric, patient_orientation=tuple(_values(ds, "PatientOrientation") or ()),
+        patient_birth_date=_str(ds, "PatientBirthDate"), patient_sex=_str(ds, "PatientSex"),
+        study_time=_str(ds, "StudyTime"), accession_number=_str(ds, "AccessionNumber"),
+        study_description=_str(ds, "StudyDescription"), study_id=_str(ds, "StudyID"),
+        body_part=_str(ds, "BodyPartExamined"), referring_physician=_str(ds, "ReferringPhysicianName"),
         slice_thickness=_length_mm(ds, "SliceThickness"),
         spacing_between_slices=_length_mm(ds, "SpacingBetweenSlices"),
         gantry_tilt=_first_float(ds, "GantryDetectorTilt") or 0.0,
