@@ -9,10 +9,12 @@ a system service may hold them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -277,3 +279,21 @@ def make_ct_series(folder: Path, *, patient_name: str, patient_id: str, study_da
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files
+
+
+def run_pacs(argv: list[str]) -> int:
+    """``medview pacs ...`` in this process, as medview.cli.main runs a verb module (MedviewError -> one line)."""
+    from medview.cli import main as cli_main
+    from medview.cli import pacs_cmd
+    from medview.core.errors import MedviewError
+
+    if "pacs" in cli_main.VERB_MODULES:
+        return cli_main.main(["pacs", *argv])
+    parser = argparse.ArgumentParser(prog="medview")
+    pacs_cmd.add_parser(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["pacs", *argv])
+    try:
+        return pacs_cmd.run(args, None)
+    except MedviewError as exc:
+        print(f"medview: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -23,9 +23,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from medview.core.errors import MedviewError
 from medview.io.net.nodes import NetworkError, Node
 
 LOG = logging.getLogger(__name__)
+
+
+class QueryError(MedviewError):
+    """A C-FIND filter is not valid (a malformed date range, a filter the level does not have)."""
+
+
 DEFAULT_TIMEOUT_S = 10.0
 LEVELS = ("PATIENT", "STUDY", "SERIES")
 MAX_CONTEXTS = 128
@@ -127,17 +134,29 @@ def associate(node: Node, contexts: Iterable[tuple[str, list[str] | None]], time
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
     ae.network_timeout = max(timeout, 30.0)
+    contexts = list(contexts)
     for abstract, syntaxes in contexts:
         if syntaxes:
             ae.add_requested_context(abstract, syntaxes)
         else:
             ae.add_requested_context(abstract)
     connected = threading.Event()
+
+    def on_open(event) -> None:
+        connected.set()
+        # pynetdicom writes a DIMSE command and its data set as separate PDUs: with Nagle's algorithm on, the
+        # second write waits for the peer's delayed ACK (about 40 ms per C-STORE on Linux; measured against
+        # Orthanc: 95 -> 52 ms per file)
+        with contextlib.suppress(AttributeError, OSError):
+            import socket
+
+            event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     tls_args = _tls_args(node)
     with _capture() as capture:
         try:
             assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args,
-                                 evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.set())])
+                                 evt_handlers=[(evt.EVT_CONN_OPEN, on_open)])
         except OSError as exc:  # the host name does not resolve (socket.gaierror), no route, ...
             import socket
 
@@ -157,6 +176,9 @@ def associate(node: Node, contexts: Iterable[tuple[str, list[str] | None]], time
             hint = (f"; is '{node.ae_title}' the peer's AE title, and does it know '{node.local_ae}'?"
                     if "AE title" in why or "ae title" in why.lower() else "")
             raise NetworkError(f"{node.label}: association rejected ({why or 'no reason given'}){hint}")
+        if any("No accepted presentation contexts" in m for m in messages):
+            raise NetworkError(f"{node.label}: the peer accepted none of the {len(contexts)} presentation "
+                               f"context(s) proposed for {service}")
         if any("ACSE timeout" in m for m in messages):
             raise NetworkError(f"{node.label}: no answer to the association request within {timeout:g} s "
                                "(is this a DICOM port?)")
@@ -215,15 +237,15 @@ def _check_date_range(text: str) -> str:
     value = text.strip()
     match = _DATE_RANGE.match(value)
     if not value or not match or (match[2] is None and match[3] is not None) or (not match[1] and not match[3]):
-        raise NetworkError(f"study date '{text}' is not YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD")
+        raise QueryError(f"study date '{text}' is not YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD")
     for part in (match[1], match[3]):
         if part:
             try:
                 datetime.datetime.strptime(part, "%Y%m%d")
             except ValueError:
-                raise NetworkError(f"study date '{text}': {part} is not a calendar date") from None
+                raise QueryError(f"study date '{text}': {part} is not a calendar date") from None
     if match[1] and match[3] and match[1] > match[3]:
-        raise NetworkError(f"study date range '{text}' ends before it starts")
+        raise QueryError(f"study date range '{text}' ends before it starts")
     return value
 
 
@@ -234,7 +256,7 @@ def build_query(level: str, patient_id: str | None = None, patient_name: str | N
 
     level = level.upper()
     if level not in LEVELS:
-        raise NetworkError(f"query level '{level.lower()}' is not one of: patient, study, series")
+        raise QueryError(f"query level '{level.lower()}' is not one of: patient, study, series")
     ds = Dataset()
     ds.QueryRetrieveLevel = level
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8 query values (and asks for UTF-8 answers)
@@ -246,18 +268,18 @@ def build_query(level: str, patient_id: str | None = None, patient_name: str | N
         ds.PatientName = patient_name
     if study_date:
         if level == "PATIENT":
-            raise NetworkError("a study date filter needs --level study or series")
+            raise QueryError("a study date filter needs --level study or series")
         ds.StudyDate = _check_date_range(study_date)
     if modality:
         if level == "PATIENT":
-            raise NetworkError("a modality filter needs --level study or series")
+            raise QueryError("a modality filter needs --level study or series")
         if level == "STUDY":
             ds.ModalitiesInStudy = modality.upper()
         else:
             ds.Modality = modality.upper()
     if study_uid:
         if level == "PATIENT":
-            raise NetworkError("a study UID filter needs --level study or series")
+            raise QueryError("a study UID filter needs --level study or series")
         ds.StudyInstanceUID = study_uid
     return ds
 
@@ -388,12 +410,9 @@ def send(node: Node, paths: Iterable[str | Path], *, timeout: float = DEFAULT_TI
     sent = failed = 0
     first_failure = ""
     start = time.perf_counter()
-    with associate(node, contexts, timeout, "C-STORE") as assoc, _capture() as capture:
+    service = f"C-STORE of {len(pairs)} SOP class(es) (it does not store these kinds of object)"
+    with associate(node, contexts, timeout, service) as assoc, _capture() as capture:
         accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
-        if not accepted:
-            raise NetworkError(f"{node.label}: the peer accepted none of the {len(contexts)} presentation "
-                               f"context(s) proposed for {len(pairs)} SOP class(es): it does not store these "
-                               "kinds of object")
         for index, (path, sop_class, _syntax) in enumerate(entries):
             if not any(a[0] == sop_class for a in accepted):
                 failed += 1

@@ -1,0 +1,170 @@
+"""``medview pacs``: talk to a PACS or another DICOM node (C-ECHO, C-FIND, C-STORE) and manage ``nodes.toml``.
+
+    medview pacs echo NODE
+    medview pacs find NODE [--level patient|study|series] [--patient-id ID] [--patient-name P] [--date RANGE]
+                           [--modality M] [--study-uid UID] [--json]
+    medview pacs send NODE PATH...
+    medview pacs nodes add NAME AE@HOST:PORT [--tls [--ca-file PEM]] | list | remove NAME | local-ae TITLE
+
+NODE is a configured name (``medview pacs nodes list``) or ``AE@HOST:PORT``.  A network failure is one line on
+stderr naming the node (exit 3).  Nothing heavy (pynetdicom, pydicom) is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from medview.core.tasks import TaskContext
+
+_COLUMNS = {
+    "PATIENT": [("PatientName", "Patient", 24), ("PatientID", "ID", 14), ("PatientBirthDate", "Born", 8),
+                ("PatientSex", "Sex", 3), ("NumberOfPatientRelatedStudies", "Studies", 7)],
+    "STUDY": [("StudyDate", "Date", 8), ("PatientName", "Patient", 22), ("PatientID", "ID", 12),
+              ("ModalitiesInStudy", "Mod", 6), ("NumberOfStudyRelatedInstances", "Images", 6),
+              ("AccessionNumber", "Accession", 10), ("StudyDescription", "Description", 24),
+              ("StudyInstanceUID", "Study UID", 0)],
+    "SERIES": [("StudyDate", "Date", 8), ("PatientID", "ID", 12), ("Modality", "Mod", 4),
+               ("SeriesNumber", "No", 4), ("NumberOfSeriesRelatedInstances", "Images", 6),
+               ("SeriesDescription", "Description", 24), ("SeriesInstanceUID", "Series UID", 0)],
+}
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("pacs", help="DICOM network: echo, find and send to a PACS node; manage the node list")
+    verbs = p.add_subparsers(dest="pacs_verb", metavar="ACTION")
+
+    def node_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("node", help="configured node name (medview pacs nodes list) or AE@HOST:PORT")
+        parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                            help="seconds to wait for the connection and for each answer (default 5 for echo, "
+                                 "10 otherwise)")
+
+    echo = verbs.add_parser("echo", help="C-ECHO a node: is it there, and does it accept medview?")
+    node_args(echo)
+
+    find = verbs.add_parser("find", help="C-FIND: list a node's patients, studies or series")
+    node_args(find)
+    find.add_argument("--level", default="study", choices=["patient", "study", "series"])
+    find.add_argument("--patient-id", metavar="ID")
+    find.add_argument("--patient-name", metavar="NAME", help="DICOM name, wildcards * and ?: 'DOE^J*'")
+    find.add_argument("--date", metavar="RANGE", help="study date YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD")
+    find.add_argument("--modality", metavar="M", help="e.g. CT (modalities in study; the series' modality)")
+    find.add_argument("--study-uid", metavar="UID")
+    find.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N matches")
+    find.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    send = verbs.add_parser("send", help="C-STORE DICOM files or folders to a node (one association)")
+    node_args(send)
+    send.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
+
+    nodes = verbs.add_parser("nodes", help="the configured nodes (nodes.toml in medview's data folder)")
+    nodes_verbs = nodes.add_subparsers(dest="nodes_verb", metavar="ACTION")
+    add = nodes_verbs.add_parser("add", help="add a node")
+    add.add_argument("name", help="letters, digits, '-' and '_'")
+    add.add_argument("address", help="AE@HOST:PORT, e.g. ORTHANC@pacs.example.org:4242")
+    add.add_argument("--tls", action="store_true", help="DICOM over TLS")
+    add.add_argument("--ca-file", metavar="PEM", help="CA certificate(s) to verify the node (with --tls)")
+    add.add_argument("--replace", action="store_true", help="overwrite a node of that name")
+    listing = nodes_verbs.add_parser("list", help="list the nodes")
+    listing.add_argument("--json", action="store_true")
+    remove = nodes_verbs.add_parser("remove", help="remove a node")
+    remove.add_argument("name")
+    local = nodes_verbs.add_parser("local-ae", help="set medview's own AE title (default MEDVIEW)")
+    local.add_argument("title")
+    return p
+
+
+def _usage(text: str) -> int:
+    print(f"medview: error: {text}", file=sys.stderr)
+    return 2
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "\\".join(value)
+    return str(value)
+
+
+def print_table(level: str, rows: list[dict]) -> None:
+    columns = _COLUMNS[level]
+    widths = []
+    for key, title, width in columns:
+        longest = max([len(title), *(len(_cell(r.get(key))) for r in rows)])
+        widths.append(longest if width == 0 else min(max(width, len(title)), longest))
+    print("  ".join(title.ljust(w) for (_, title, _), w in zip(columns, widths, strict=True)).rstrip())
+    for row in rows:
+        cells = []
+        for (key, _, _), w in zip(columns, widths, strict=True):
+            text = _cell(row.get(key))
+            cells.append((text[: w - 1] + "~" if len(text) > w else text).ljust(w))
+        print("  ".join(cells).rstrip())
+
+
+def _run_nodes(args: argparse.Namespace) -> int:
+    from medview.io.net import nodes
+
+    if args.nodes_verb == "add":
+        node = nodes.add_node(args.name, args.address, tls=args.tls, ca_file=args.ca_file, replace=args.replace)
+        print(f"added {node.label}{' over TLS' if node.tls else ''} to {nodes.nodes_path()}")
+    elif args.nodes_verb == "remove":
+        node = nodes.remove_node(args.name)
+        print(f"removed {node.label}")
+    elif args.nodes_verb == "local-ae":
+        print(f"medview's AE title is now {nodes.set_local_ae(args.title)}")
+    elif args.nodes_verb == "list":
+        book = nodes.load_nodes()
+        if args.json:
+            for node in book.nodes.values():
+                print(json.dumps({"name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port,
+                                  "tls": node.tls, "ca_file": node.ca_file, "local_ae": node.local_ae}))
+            return 0
+        print(f"medview's AE title: {book.local_ae} ({nodes.nodes_path()})")
+        if not book.nodes:
+            print("no nodes configured: medview pacs nodes add NAME AE@HOST:PORT")
+        for name in sorted(book.nodes):
+            node = book.nodes[name]
+            print(f"  {name:16s} {node.address}{'  TLS' if node.tls else ''}")
+    else:
+        return _usage("medview pacs nodes needs an action: add, list, remove or local-ae")
+    return 0
+
+
+def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
+    verb = getattr(args, "pacs_verb", None)
+    if verb == "nodes":
+        return _run_nodes(args)
+    if verb not in ("echo", "find", "send"):
+        return _usage("medview pacs needs an action: echo, find, send or nodes")
+    from medview.io.net import dimse
+    from medview.io.net.nodes import resolve_node
+
+    node = resolve_node(args.node)
+    if verb == "echo":
+        seconds = dimse.echo(node, timeout=args.timeout or 5.0)
+        print(f"{node.label}: C-ECHO ok in {seconds * 1000:.0f} ms (called as {node.local_ae})")
+        return 0
+    timeout = args.timeout or dimse.DEFAULT_TIMEOUT_S
+    if verb == "find":
+        level = args.level.upper()
+        rows = dimse.find(node, level, timeout=timeout, limit=args.limit, patient_id=args.patient_id,
+                          patient_name=args.patient_name, study_date=args.date, modality=args.modality,
+                          study_uid=args.study_uid)
+        if args.json:
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False))
+        else:
+            print_table(level, rows)
+            print(f"{len(rows)} {level.lower()} match(es) on {node.label}", file=sys.stderr)
+        return 0
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress.progress(done / total, f"sent {done}/{total}")
+
+    result = dimse.send(node, args.paths, timeout=timeout, progress=report)
+    skipped = f", {result['skipped']} non-DICOM file(s) skipped" if result["skipped"] else ""
+    print(f"sent {result['sent']} file(s) to {node.label} in {result['seconds']:.2f} s{skipped}")
+    return 0
