@@ -257,6 +257,10 @@ def _x11_reachable(display: str, timeout_s: float = 1.0) -> bool:
 def _check_view_paths(paths: Sequence[str]) -> None:
     for path in paths:
         if not os.path.exists(path):
+            from medview.io.studydb import knows_uid
+
+            if knows_uid(path):
+                continue  # a study or series of the study database: opened from its index
             raise InputNotFoundError(f"No such file or folder: {path}")
 
 

@@ -84,7 +84,11 @@ def scan(path: str | os.PathLike[str], task: TaskContext | None = None) -> list[
     """List the images at ``path`` (DICOM series or one research-format file) without reading pixels."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise InputNotFoundError(f"No such file or folder: {path}")
+        indexed = _from_study_database(path)
+        if indexed is not None:
+            return indexed
+        raise InputNotFoundError(f"No such file or folder: {path}"
+                                 + (" (nor a study or series in the study database)" if _UID.match(path) else ""))
     if os.path.isfile(path) and _is_itk_file(path):
         return ScanResult([_itk_info(path)], source=path)
     if os.path.isfile(path) and os.path.getsize(path) == 0:
@@ -94,6 +98,34 @@ def scan(path: str | os.PathLike[str], task: TaskContext | None = None) -> list[
             f"{path} is not a DICOM file and its extension is not one of "
             f"{', '.join(ITK_EXTENSIONS + PICTURE_EXTENSIONS)}")
     return scan_dicom(path, task)
+
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+
+
+def _from_study_database(uid: str) -> ScanResult | None:
+    """The series of a study (or the one series) the study database knows by this UID, read from the index
+    (no header scan); None when ``uid`` is not a UID or the database does not know it."""
+    if not _UID.match(uid):
+        return None
+    from medview.io.studydb import StudyDatabase, database_path
+
+    if not database_path().exists():
+        return None  # never create a database just to look
+    with StudyDatabase() as db:
+        study = db.study_of(uid)
+        if study is None:
+            return None
+        wanted = [uid] if study != uid else [s["SeriesInstanceUID"] for s in db.list_series(study)]
+        found, errors = [], []
+        for series_uid in wanted:
+            try:
+                found.extend(db.series_infos(series_uid))
+            except MedviewError as exc:  # every file of this series is missing
+                errors.append(exc)
+    if not found and errors:
+        raise errors[0]
+    return ScanResult(found, source=uid)
 
 
 def open_image(path: str | os.PathLike[str], series: str | None = None, task: TaskContext | None = None,

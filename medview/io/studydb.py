@@ -44,7 +44,8 @@ from medview.core.tasks import TaskContext, check_cancel, report
 from medview.io.dicom.headers import FrameRecord
 from medview.io.dicom.scan import SeriesInfo, group_series, list_sources, read_all_headers
 
-__all__ = ["DB_NAME", "ImportResult", "StudyDatabase", "StudyDatabaseError", "database_path", "parse_date_range"]
+__all__ = ["DB_NAME", "ImportResult", "StudyDatabase", "StudyDatabaseError", "database_path", "knows_uid",
+           "parse_date_range"]
 
 DB_NAME = "studies.sqlite"
 SCHEMA_VERSION = 1
@@ -88,6 +89,14 @@ class StudyDatabaseError(MedviewError):
 
 def database_path() -> Path:
     return data_dir() / DB_NAME
+
+
+def knows_uid(uid: str) -> bool:
+    """Whether the study database (if there is one: none is created) holds this study or series UID."""
+    if not re.match(r"^[0-9]+(\.[0-9]+)+$", uid) or not database_path().exists():
+        return False
+    with StudyDatabase() as db:
+        return db.study_of(uid) is not None
 
 
 def parse_date_range(text: str | None) -> tuple[str | None, str | None]:

@@ -310,3 +310,33 @@ def test_cli_import_list_series_remove(cohort) -> None:
     for bad in (["db", "import", str(root / "nope")], ["db", "list", "--date", "2024"], ["db", "remove", "1.2.3"]):
         r = medview(*bad)
         assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_every_verb_opens_a_study_or_series_uid_from_the_database(cohort, tmp_path: Path) -> None:
+    """``medview info|convert|view STUDY_UID``: the index stands in for the path (no header scan)."""
+    import json
+
+    import SimpleITK as sitk
+
+    root, uids = cohort
+    with StudyDatabase() as db:
+        db.import_paths([root], parallel=False)
+        series = db.list_series(uids["TEST0002"])[0]["SeriesInstanceUID"]
+
+    def medview(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "medview.cli.main", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    r = medview("info", uids["TEST0002"], "--json")
+    assert r.returncode == 0, r.stderr
+    assert series in r.stdout
+    out = tmp_path / "ct.nii.gz"
+    r = medview("convert", series, str(out))
+    assert r.returncode == 0, r.stderr
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(root / "TEST0002"), series))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))),
+                                  sitk.GetArrayFromImage(reader.Execute()))
+    r = medview("info", "1.2.3.4.5")
+    assert r.returncode == 3 and "nor a study or series in the study database" in r.stderr
+    assert json.loads(medview("db", "list", "--json", "--patient-id", "TEST0002").stdout)["PatientID"] == "TEST0002"

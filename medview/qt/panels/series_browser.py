@@ -169,7 +169,10 @@ class SeriesBrowser(QWidget):
             self._add_row(info)
         skipped = getattr(series, "skipped", None) or []
         note = f"; {len(skipped)} file(s) skipped" if skipped else ""
-        self.status.setText(f"{os.path.basename(path.rstrip(os.sep)) or path}: {len(self.series)} series{note}")
+        name = os.path.basename(path.rstrip(os.sep)) or path
+        if len(name) > 40:  # a study UID from the database, a long folder name: the panel keeps its width
+            name = f"{name[:18]}…{name[-12:]}"
+        self.status.setText(f"{name}: {len(self.series)} series{note}")
         self.status.setToolTip("\n".join([path] + [f"skipped {f}: {why}" for f, why in skipped[:20]]))
         self._thumbnails_done = 0
         self._thumb_worker = None
