@@ -250,8 +250,11 @@ class StudyDatabase:
 
     # -- import -------------------------------------------------------------------------------------------
     def import_paths(self, paths: Iterable[str | os.PathLike[str]], copy: bool = False,
-                     task: TaskContext | None = None, parallel: bool | None = None) -> ImportResult:
-        """Index the DICOM images under ``paths`` (see the module notes); ``copy`` copies them into the store."""
+                     task: TaskContext | None = None, parallel: bool | None = None,
+                     chunk: int | None = None) -> ImportResult:
+        """Index the DICOM images under ``paths`` (see the module notes); ``copy`` copies them into the store;
+        ``chunk`` files per transaction (default :data:`CHUNK`)."""
+        chunk = max(int(chunk or CHUNK), 1)
         t0 = time.perf_counter()
         result = ImportResult()
         report(task, 0.0, "Listing files", force=True)
@@ -285,16 +288,16 @@ class StudyDatabase:
         touched_series: set[int] = set()
         studies: set[str] = set()
         n = len(todo)
-        for start in range(0, n, CHUNK):
+        for start in range(0, n, chunk):
             check_cancel(task)
-            chunk = todo[start:start + CHUNK]
-            records, skipped = read_all_headers([(p, m) for p, m, _s, _t in chunk], None, parallel)
+            batch = todo[start:start + chunk]
+            records, skipped = read_all_headers([(p, m) for p, m, _s, _t in batch], None, parallel)
             by_file: dict[str, list[FrameRecord]] = defaultdict(list)
             for r in records:
                 by_file[_source_key(r.path, r.member)].append(r)
             skipped_reason = dict(skipped)
             with self._transaction() as c:
-                for path, member, size, mtime in chunk:
+                for path, member, size, mtime in batch:
                     key = _source_key(path, member)
                     recs = by_file.get(key)
                     if not recs:
@@ -328,8 +331,8 @@ class StudyDatabase:
                     else:
                         result.updated += 1
                 self._refresh_counts(c, touched_series)
-            report(task, min(start + len(chunk), n) / max(n, 1),
-                   f"Indexed {min(start + len(chunk), n)} of {n} files")
+            report(task, min(start + len(batch), n) / max(n, 1),
+                   f"Indexed {min(start + len(batch), n)} of {n} files")
         result.missing = self._mark_missing(folders, {_source_key(p, m) for p, m in sources})
         result.studies = sorted(studies)
         result.seconds = time.perf_counter() - t0
@@ -415,10 +418,15 @@ class StudyDatabase:
     # -- queries ------------------------------------------------------------------------------------------
     def list_studies(self, patient_id: str | None = None, patient_name: str | None = None,
                      date: str | None = None, modality: str | None = None, accession: str | None = None,
-                     study_uid: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+                     study_uid: str | None = None, text: str | None = None, limit: int | None = None,
+                     offset: int = 0) -> list[dict[str, Any]]:
         """Studies matching every filter given, newest first.  ``patient_name`` with ``*``/``?`` wildcards
-        (case-insensitive; without a wildcard, a prefix), ``date`` a range (:func:`parse_date_range`)."""
+        (case-insensitive; without a wildcard, a prefix), ``date`` a range (:func:`parse_date_range`);
+        ``text`` (a search box) matches the patient name or ID the same way, or the accession number."""
         where, args = [], []
+        if text:
+            where.append("(p.patient_name LIKE ? ESCAPE '\\' OR p.patient_id LIKE ? ESCAPE '\\' OR s.accession = ?)")
+            args += [_like(text), _like(text), text]
         if patient_id:
             where.append("p.patient_id LIKE ? ESCAPE '\\'")
             args.append(_like(patient_id) if ("*" in patient_id or "?" in patient_id) else patient_id.replace(

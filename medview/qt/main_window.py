@@ -44,6 +44,7 @@ from medview.qt.panels.histogram import HistogramPanel
 from medview.qt.panels.labels import LabelsPanel
 from medview.qt.panels.measurements import MeasurementsPanel
 from medview.qt.panels.series_browser import SeriesBrowser
+from medview.qt.panels.study_browser import StudyBrowser
 from medview.qt.views.slice_view import TOOLS
 from medview.qt.views.view_grid import LAYOUTS, ViewGrid
 from medview.qt.workers import Worker, start
@@ -108,6 +109,13 @@ class MainWindow(QMainWindow):
         self.labels_panel = LabelsPanel(self.state, self.brush)
         self.histogram = HistogramPanel(self.state)
         series_dock = self._dock("Series", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
+        # the study list (the local database) beside the series of what is open
+        self.studies = StudyBrowser()
+        self.studies.hide_phi = lambda: self.state.hide_phi
+        self.studies.open_requested.connect(lambda uid: self.open_path(uid))
+        studies_dock = self._dock("Studies", self.studies, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(series_dock, studies_dock)
+        series_dock.raise_()
         window_dock = self._dock("Window", self.histogram, Qt.DockWidgetArea.RightDockWidgetArea)
         labels_dock = self._dock("Labels", self.labels_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         measure_dock = self._dock("Measurements", self.measurements, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -657,6 +665,7 @@ class MainWindow(QMainWindow):
         """Cancel every job this window started; the application waits for them before it exits."""
         self._cancel_running()
         self.browser.shutdown()
+        self.studies.shutdown()
         self.histogram.cancel()
         self.editing.shutdown()
         self.analysis.shutdown()

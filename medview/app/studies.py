@@ -1,0 +1,22 @@
+"""Study database jobs the GUI runs in a process of their own (sqlite3 and pickling hold the GIL; a killed
+import leaves a consistent database by design, so Cancel may kill the process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medview.core.tasks import TaskContext
+
+
+def import_studies(paths: list[str], copy: bool = False, chunk: int | None = None, database: str | None = None,
+                   task: TaskContext | None = None) -> dict[str, Any]:
+    """Import ``paths`` into the study database at ``database`` (default: the data folder's); the result as a
+    plain dict.  The GUI passes the path of the database it shows: a job process may have been started with
+    another environment."""
+    from medview.io.studydb import StudyDatabase
+
+    with StudyDatabase(database) as db:
+        result = db.import_paths(paths, copy=copy, task=task, chunk=chunk)
+    summary = result.as_dict()
+    summary["skipped_files"] = result.skipped[:20]
+    return summary

@@ -1,0 +1,306 @@
+"""The Studies panel: the study database as a list a reader searches, thin over :mod:`medview.io.studydb`.
+
+Rows come from the database a page at a time (``canFetchMore``/``fetchMore``: 200 rows, well under a
+millisecond each at 10,000 studies), never all at once.  Imports run in a process of their own (Worker
+``in_process``) with progress and Cancel (killing it leaves a consistent database); the list refreshes as
+files are indexed.  Double-click (or Open) shows the study; Remove forgets it, after a confirmation, and
+deletes only files medview's store owns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from medview.core.errors import MedviewError
+from medview.qt.workers import Worker, start
+
+PAGE = 200
+COLUMNS = (("Patient", "PatientName"), ("ID", "PatientID"), ("Date", "StudyDate"), ("Mod.", "ModalitiesInStudy"),
+           ("Images", "NumberOfStudyRelatedInstances"), ("Description", "StudyDescription"))
+DATE_PRESETS = ("Any date", "Today", "Last 7 days", "Last 30 days", "This year")
+
+
+def date_range(preset: str, today: dt.date | None = None) -> str | None:
+    """A preset as a database date range (``YYYYMMDD-YYYYMMDD``); None for any date."""
+    today = today or dt.date.today()
+    first = {"Today": today, "Last 7 days": today - dt.timedelta(days=6),
+             "Last 30 days": today - dt.timedelta(days=29), "This year": today.replace(month=1, day=1)}.get(preset)
+    return None if first is None else f"{first:%Y%m%d}-{today:%Y%m%d}"
+
+
+class StudyTableModel(QAbstractTableModel):
+    """The studies matching the filters, fetched from the database a page at a time."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.db = None
+        self.filters: dict = {}
+        self.rows: list[dict] = []
+        self._exhausted = True
+
+    def open_database(self) -> None:
+        from medview.io.studydb import StudyDatabase
+
+        if self.db is None:
+            self.db = StudyDatabase()
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def set_filters(self, **filters) -> None:
+        self.open_database()
+        self.beginResetModel()
+        self.filters = {k: v for k, v in filters.items() if v}
+        self.rows = self.db.list_studies(limit=PAGE, **self.filters)
+        self._exhausted = len(self.rows) < PAGE
+        self.endResetModel()
+
+    def refresh(self) -> None:
+        self.set_filters(**self.filters)
+
+    # -- Qt model -----------------------------------------------------------------------------------------
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802, B008 - Qt override
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802, B008 - Qt override
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def canFetchMore(self, parent=QModelIndex()) -> bool:  # noqa: N802, B008 - Qt override
+        return not parent.isValid() and not self._exhausted
+
+    def fetchMore(self, parent=QModelIndex()) -> None:  # noqa: N802, B008 - Qt override
+        if parent.isValid() or self._exhausted or self.db is None:
+            return
+        more = self.db.list_studies(limit=PAGE, offset=len(self.rows), **self.filters)
+        self._exhausted = len(more) < PAGE
+        if more:
+            self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(more) - 1)
+            self.rows.extend(more)
+            self.endInsertRows()
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802 - Qt override
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section][0]
+        return None
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        key = COLUMNS[index.column()][1]
+        if role == Qt.ItemDataRole.DisplayRole:
+            value = row.get(key, "")
+            if key == "PatientName":
+                return str(value).replace("^", " ").strip()
+            if key == "StudyDate" and len(value) == 8:
+                return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+            if isinstance(value, list):
+                return "/".join(value)
+            text = str(value)
+            if key == "NumberOfStudyRelatedInstances" and not row.get("Complete", True):
+                text += f" ({row.get('MissingInstances', 0)} missing)"
+            return text
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return row["StudyInstanceUID"] + ("" if row.get("Complete", True) else "\nsome files are missing")
+        return None
+
+
+class StudyBrowser(QWidget):
+    """Search, import, open and remove studies of the local database."""
+
+    open_requested = Signal(str)  # a study UID to show
+    imported = Signal(dict)  # an import's summary
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = StudyTableModel(self)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Name or ID (e.g. DOE^J*, 123456)")
+        self.search.setClearButtonEnabled(True)
+        self.dates = QComboBox()
+        self.dates.addItems(DATE_PRESETS)
+        self.modality = QComboBox()
+        self.modality.addItems(["Any", "CT", "MR", "PT", "CR", "DX", "US", "NM", "MG", "XA", "RTDOSE"])
+        self.modality.setToolTip("Modality in the study")
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)  # compact rows
+        self.table.setWordWrap(False)
+        self.model.modelReset.connect(self.table.resizeColumnsToContents)  # one page of rows: cheap
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.doubleClicked.connect(lambda index: self._open_row(index.row()))
+        self.import_button = QPushButton("Import…")
+        self.import_button.setToolTip("Index a folder (DICOM files, zips, a DICOMDIR) into the study list")
+        self.import_button.clicked.connect(lambda: self.import_paths())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancel_import)
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(lambda: self._open_row(self._current_row()))
+        self.remove_button = QPushButton("Remove…")
+        self.remove_button.clicked.connect(lambda: self.remove_selected())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.worker: Worker | None = None
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(250)  # typing: search once the reader pauses
+        self._search_timer.timeout.connect(self.apply_filters)
+        self.search.textChanged.connect(lambda _t: self._search_timer.start())
+        self.dates.currentIndexChanged.connect(lambda _i: self.apply_filters())
+        self.modality.currentIndexChanged.connect(lambda _i: self.apply_filters())
+
+        filters = QHBoxLayout()
+        filters.addWidget(self.search, 1)
+        filters.addWidget(self.dates)
+        filters.addWidget(self.modality)
+        buttons = QHBoxLayout()
+        for b in (self.import_button, self.cancel_button, self.open_button, self.remove_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(filters)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        self._loaded = False
+        self.hide_phi = lambda: False  # the window's privacy setting: no name in the confirmation then
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not self._loaded:  # the database is opened when the list is first shown
+            self._loaded = True
+            self.apply_filters()
+
+    # -- searching ----------------------------------------------------------------------------------------
+    def apply_filters(self) -> None:
+        text = self.search.text().strip()
+        modality = self.modality.currentText()
+        try:
+            self.model.set_filters(date=date_range(self.dates.currentText()),
+                                   modality=None if modality == "Any" else modality, text=text or None)
+        except MedviewError as exc:
+            self.status.setText(str(exc))
+            return
+        n = self.model.db.count_studies() if self.model.db is not None else 0
+        shown = len(self.model.rows)
+        more = "+" if self.model.canFetchMore() else ""
+        self.status.setText(f"{shown}{more} of {n} studies" if self.model.filters else f"{n} studies")
+
+    def _current_row(self) -> int:
+        rows = self.table.selectionModel().selectedRows()
+        return rows[0].row() if rows else -1
+
+    def _open_row(self, row: int) -> None:
+        if 0 <= row < len(self.model.rows):
+            self.open_requested.emit(self.model.rows[row]["StudyInstanceUID"])
+
+    # -- importing ----------------------------------------------------------------------------------------
+    def import_paths(self, paths: list[str] | None = None, copy: bool = False,
+                     chunk: int | None = None) -> Worker | None:
+        if self.worker is not None and not self.worker.done:
+            self.status.setText("An import is running; cancel it or wait.")
+            return None
+        if paths is None:
+            folder = QFileDialog.getExistingDirectory(self, "Import a folder into the study list")
+            if not folder:
+                return None
+            paths = [folder]
+        from medview.app.studies import import_studies
+
+        self.model.open_database()
+        worker = Worker(import_studies, list(paths), copy, chunk, str(self.model.db.path), in_process=True)
+        worker.signals.progress.connect(self._import_progress)
+        worker.signals.finished.connect(self._import_done)
+        worker.signals.failed.connect(self._import_failed)
+        worker.signals.cancelled.connect(self._import_cancelled)
+        self.worker = worker
+        self.import_button.setEnabled(False)
+        self.cancel_button.show()
+        self.status.setText("Importing…")
+        self._last_refresh = 0.0
+        start(worker)
+        return worker
+
+    def _import_progress(self, fraction: float, message: str) -> None:
+        import time
+
+        self.status.setText(f"{message} ({100 * fraction:.0f}%)")
+        now = time.monotonic()
+        if now - self._last_refresh > 1.0:  # a live list: what has been committed so far
+            self._last_refresh = now
+            self.model.refresh()
+
+    def _import_ended(self) -> None:
+        self.import_button.setEnabled(True)
+        self.cancel_button.hide()
+        self.model.refresh()
+
+    def _import_done(self, summary: dict) -> None:
+        self._import_ended()
+        self.status.setText(f"Imported: {summary['added']} added, {summary['updated']} updated, "
+                            f"{summary['unchanged']} unchanged, {summary['skipped']} skipped, "
+                            f"{summary['missing']} missing, {len(summary['studies'])} studies "
+                            f"({summary['seconds']:.1f} s)")
+        self.imported.emit(summary)
+
+    def _import_failed(self, message: str) -> None:
+        self._import_ended()
+        self.status.setText(f"Import failed: {message}")
+        QMessageBox.warning(self, "Import", message)
+
+    def _import_cancelled(self) -> None:
+        self._import_ended()
+        self.status.setText("Import cancelled; the studies indexed so far are kept (import again to go on).")
+
+    def cancel_import(self) -> None:
+        if self.worker is not None and not self.worker.done:
+            self.worker.cancel()
+
+    # -- removing -----------------------------------------------------------------------------------------
+    def remove_selected(self, confirm: bool = True) -> int:
+        row = self._current_row()
+        if row < 0 or self.model.db is None:
+            return 0
+        study = self.model.rows[row]
+        name = "" if self.hide_phi() else str(study["PatientName"]).replace("^", " ")
+        question = (f"Remove the study of {name or 'this patient'} ({study['StudyDate'] or 'no date'}, "
+                    f"{study['NumberOfStudyRelatedInstances']} images) from the list? Files medview copied into its "
+                    "store are deleted; files indexed where they are stay on the disk.")
+        if confirm and QMessageBox.question(self, "Remove study", question) != QMessageBox.StandardButton.Yes:
+            return 0
+        try:
+            n = self.model.db.remove_study(study["StudyInstanceUID"])
+        except MedviewError as exc:
+            QMessageBox.warning(self, "Remove study", str(exc))
+            return 0
+        self.apply_filters()
+        return n
+
+    def shutdown(self) -> None:
+        self._search_timer.stop()
+        self.cancel_import()
+        self.model.close()
