@@ -263,8 +263,9 @@ class StudyBrowser(QWidget):
         self._import_ended()
         self.status.setText(f"Imported: {summary['added']} added, {summary['updated']} updated, "
                             f"{summary['unchanged']} unchanged, {summary['skipped']} skipped, "
-                            f"{summary['missing']} missing, {len(summary['studies'])} studies "
-                            f"({summary['seconds']:.1f} s)")
+                            f"{summary['missing']} missing in {summary['seconds']:.1f} s; "
+                            f"{len(summary['studies'])} studies with new files, "
+                            f"{self.model.db.count_studies()} in the list")
         self.imported.emit(summary)
 
     def _import_failed(self, message: str) -> None:
