@@ -67,6 +67,11 @@ def image_bytes(case) -> float:
     if os.path.isdir(case.image):
         with os.scandir(case.image) as entries:
             return float(sum(e.stat().st_size for e in entries if e.is_file()))
+    if not os.path.exists(case.image):  # a series of the study database, by its UID
+        from medview.io.studydb import StudyDatabase
+
+        with StudyDatabase() as db:
+            return float(db.series_summary(case.image)["bytes"])
     return float(os.path.getsize(case.image))
 
 
@@ -117,6 +122,12 @@ def estimate_case_memory(case, *, pipeline: Pipeline) -> tuple[float, str] | Non
             return None
         z, y, x = info.geometry.shape
         voxels, itemsize, size = x * y * z, _itemsize(info.pixel_type) * max(1, info.components), f"{x}x{y}x{z}"
+    elif not os.path.exists(path):  # a series of the study database: its index knows the grid
+        from medview.io.studydb import StudyDatabase
+
+        with StudyDatabase() as db:
+            summary = db.series_summary(path)
+        voxels, itemsize, size = summary["voxels"], summary["itemsize"], summary["size"]
     else:
         found = _dicom_voxels(path)
         if found is None:

@@ -337,6 +337,33 @@ class Cohort:
         return cls.from_csv(path)
 
     @classmethod
+    def from_database(cls, **filters: Any) -> Cohort:
+        """One case per study of the study database matching ``filters`` (those of
+        :meth:`medview.io.studydb.StudyDatabase.list_studies`): its image is the study's largest series (by
+        instances), opened from the index by its UID; the case id is ``<PatientID>_<StudyDate>`` (made safe
+        for a folder name, a counter added when it repeats)."""
+        from medview.io.studydb import StudyDatabase
+
+        cases: list[Case] = []
+        seen: dict[str, int] = {}
+        with StudyDatabase() as db:
+            studies = db.list_studies(**{k: v for k, v in filters.items() if v})
+            for study in reversed(studies):  # oldest first: ids stay put as newer studies arrive
+                series = [s for s in db.list_series(study["StudyInstanceUID"]) if s["NumberOfSeriesRelatedInstances"]]
+                if not series:
+                    continue
+                image = max(series, key=lambda s: s["NumberOfSeriesRelatedInstances"])["SeriesInstanceUID"]
+                name = f"{study['PatientID'] or 'noid'}_{study['StudyDate'] or 'nodate'}"
+                base = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+                base = base.strip("-.") or "case"
+                seen[base] = seen.get(base, 0) + 1
+                cases.append(Case(base if seen[base] == 1 else f"{base}-{seen[base]}", image))
+        if not cases:
+            shown = ", ".join(f"{k}={v}" for k, v in filters.items() if v) or "none"
+            raise MedviewError(f"No study in the study database matches the filters ({shown}); see medview db list")
+        return cls(cases, "study database")
+
+    @classmethod
     def from_csv(cls, path: str | os.PathLike[str]) -> Cohort:
         """Cases from a CSV with a header ``case_id,image[,label][,target]`` (other columns are ignored).
 

@@ -16,7 +16,14 @@ from medview.core.tasks import TaskContext
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="run a pipeline (YAML) over a cohort (CSV or folder) on Dask distributed")
     p.add_argument("pipeline", help="pipeline YAML (medview_pipeline: 1, steps: [...])")
-    p.add_argument("cohort", help="CSV with case_id,image[,label][,target] or a folder of studies")
+    p.add_argument("cohort", nargs="?", help="CSV with case_id,image[,label][,target] or a folder of studies "
+                                             "(or --from-db)")
+    p.add_argument("--from-db", action="store_true",
+                   help="the cohort is the study database's studies matching the filters below (one case per "
+                        "study: its largest series)")
+    from medview.cli.db_cmd import add_filters
+
+    add_filters(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (re-running it skips finished cases)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None, metavar="N",
@@ -33,7 +40,17 @@ def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
 
     # the engine reports progress itself: a bar (tqdm, with ETA) on a terminal, plain lines in a log or pipe,
     # so the generic bar (terminal only) is not passed on
-    summary = run_batch(args.pipeline, args.cohort, args.out, workers=args.workers, scheduler=args.scheduler,
+    cohort = args.cohort
+    if args.from_db == (cohort is not None):
+        from medview.core.errors import MedviewError
+
+        raise MedviewError("give a cohort (CSV or folder) or --from-db with filters, not both and not neither")
+    if args.from_db:
+        from medview.app.pipeline import Cohort
+
+        cohort = Cohort.from_database(patient_id=args.patient_id, patient_name=args.patient_name, date=args.date,
+                                      modality=args.modality, accession=args.accession)
+    summary = run_batch(args.pipeline, cohort, args.out, workers=args.workers, scheduler=args.scheduler,
                         memory_limit=args.memory_limit, task=None, progress=True)
     print(f"{summary['cases']} case(s): {summary['ok']} ok, {summary['failed']} failed "
           f"({summary['ran']} run now, {summary['skipped']} already done) in {summary['seconds']:.1f} s on "

@@ -505,6 +505,20 @@ class StudyDatabase:
                 info.warnings.append(f"{row['n_missing']} file(s) of this series are missing from the disk")
         return infos
 
+    def series_summary(self, series_uid: str) -> dict[str, Any]:
+        """Bytes on disk, voxels, bytes per stored value and size text of an indexed series (for scheduling
+        and memory estimates), from the index."""
+        row = self.conn.execute("SELECT id FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+        if row is None:
+            raise StudyDatabaseError(f"No series {series_uid} in the study database")
+        size = self.conn.execute("SELECT coalesce(sum(size), 0) FROM instances WHERE series=? AND missing=0",
+                                 (row["id"],)).fetchone()[0]
+        infos = self.series_infos(series_uid)
+        z, y, x = infos[0].geometry.shape
+        first = next(r for r in infos[0].slots if r is not None)
+        return {"bytes": int(size), "voxels": x * y * z, "itemsize": max(1, first.bits_allocated // 8)
+                * max(1, first.samples_per_pixel), "size": f"{x}x{y}x{z}"}
+
     def study_of(self, uid: str) -> str | None:
         """The study UID for a study or series UID known to the database, else None."""
         if self.conn.execute("SELECT 1 FROM studies WHERE study_uid=?", (uid,)).fetchone():

@@ -340,3 +340,37 @@ def test_every_verb_opens_a_study_or_series_uid_from_the_database(cohort, tmp_pa
     r = medview("info", "1.2.3.4.5")
     assert r.returncode == 3 and "nor a study or series in the study database" in r.stderr
     assert json.loads(medview("db", "list", "--json", "--patient-id", "TEST0002").stdout)["PatientID"] == "TEST0002"
+
+
+def test_batch_takes_its_cohort_from_the_database(cohort, tmp_path: Path) -> None:
+    """``medview batch PIPELINE --from-db --patient-name DOE*``: one case per matching study (its largest
+    series, opened by UID from the index in the Dask workers), features checked against numpy on the voxels
+    pydicom decodes."""
+    import csv
+
+    import yaml
+
+    root, _uids = cohort
+    with StudyDatabase() as db:
+        db.import_paths([root], parallel=False)
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump({"medview_pipeline": 1, "steps": [
+        {"segment": {"method": "threshold", "params": {"lower": 200}}},
+        {"features": {"label": 1, "params": {"featureClass": {"firstorder": ["Maximum"]}}}},
+    ]}))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "medview.cli.main", "batch", str(pipeline), "--from-db",
+                        "--patient-name", "DOE*", "--out", str(out), "--workers", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with open(out / "features.csv", newline="") as fh:
+        rows = {row["case_id"]: row for row in csv.DictReader(fh)}
+    assert set(rows) == {"TEST0001_20240105", "TEST0002_20240320"}
+    for case_id, pid in (("TEST0001_20240105", "TEST0001"), ("TEST0002_20240320", "TEST0002")):
+        arrays = [pydicom.dcmread(f) for f in sorted((root / pid).glob("*.dcm"))]
+        hu = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in arrays])
+        maximum = next(v for k, v in rows[case_id].items() if k.endswith("firstorder_Maximum"))
+        assert float(maximum) == pytest.approx(float(hu.max()), rel=1e-6)
+    r = subprocess.run([sys.executable, "-m", "medview.cli.main", "batch", str(pipeline), "--from-db",
+                        "--patient-name", "NOBODY", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3 and "No study in the study database matches" in r.stderr
