@@ -30,6 +30,7 @@ VERB_MODULES = {
     "augment": "medview.cli.augment_cmd",
     "batch": "medview.cli.batch_cmd",
     "db": "medview.cli.db_cmd",
+    "pacs": "medview.cli.pacs_cmd",
 }
 VERBS = ("info", "convert", "view", "render", "mesh", "drr", "filter", "segment", "labels", "export-seg", "models",
          "infer", "detect", *VERB_MODULES)
