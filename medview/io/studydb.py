@@ -505,6 +505,11 @@ class StudyDatabase:
                 info.warnings.append(f"{row['n_missing']} file(s) of this series are missing from the disk")
         return infos
 
+    def set_incomplete(self, study_uid: str, incomplete: bool = True) -> None:
+        """Mark a study incomplete (a retrieve that did not finish): it is then not listed as Complete."""
+        with self._transaction() as c:
+            c.execute("UPDATE studies SET incomplete=? WHERE study_uid=?", (int(bool(incomplete)), study_uid))
+
     def series_summary(self, series_uid: str) -> dict[str, Any]:
         """Bytes on disk, voxels, bytes per stored value and size text of an indexed series (for scheduling
         and memory estimates), from the index."""
