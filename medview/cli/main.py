@@ -31,6 +31,7 @@ VERB_MODULES = {
     "batch": "medview.cli.batch_cmd",
     "db": "medview.cli.db_cmd",
     "pacs": "medview.cli.pacs_cmd",
+    "web": "medview.cli.web_cmd",
 }
 VERBS = ("info", "convert", "view", "render", "mesh", "drr", "filter", "segment", "labels", "export-seg", "models",
          "infer", "detect", *VERB_MODULES)
