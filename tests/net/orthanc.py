@@ -167,12 +167,13 @@ class Orthanc:
         deadline = t0 + timeout_s
         last_error = "no answer"
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            code = self.process.poll()
+            if code is not None:
                 self.stop()
-                raise RuntimeError(f"Orthanc exited with code {self.process.returncode} at start-up; log tail:\n"
+                raise RuntimeError(f"Orthanc exited with code {code} at start-up; log tail:\n"
                                    f"{self.log_tail()}")
-            try:
-                system = self.get_json("/system")
+            try:  # a short timeout per try: something else may hold the port and never answer
+                system = json.loads(self.request("GET", "/system", timeout=1.0))
                 if system.get("DicomAet") == self.aet:
                     self.started_in_s = time.monotonic() - t0
                     return

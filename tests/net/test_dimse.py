@@ -281,3 +281,19 @@ def test_cli_echo_find_and_nodes(orthanc, archive, capsys):
     assert run_pacs(["nodes", "remove", "test-pacs"]) == 0
     assert run_pacs(["nodes", "remove", "test-pacs"]) == 3
     assert "unknown node 'test-pacs'" in capsys.readouterr().err
+
+
+def test_find_non_ascii_names(orthanc, node, tmp_path):
+    files = make_ct_series(tmp_path / "umlaut", patient_name="MÜLLER^JÖRG", patient_id="TEST0009",
+                           study_date="19950505")  # written as ISO_IR 100 (Latin-1); the query is UTF-8
+    orthanc.upload(files)
+    rows = dimse.find(node, "STUDY", patient_name="MÜLLER*")
+    assert [(r["PatientName"], r["PatientID"]) for r in rows] == [("MÜLLER^JÖRG", "TEST0009")]
+
+
+def test_tls_to_a_plain_port_says_tls_failed(orthanc):
+    plain = Node(name="not-tls", ae_title=orthanc.aet, host="127.0.0.1", port=orthanc.dicom_port, tls=True)
+    with pytest.raises(NetworkError) as caught:
+        dimse.echo(plain, timeout=2)
+    assert _one_line(caught.value).startswith(f"not-tls (ORTHANCTEST@127.0.0.1:{orthanc.dicom_port}): TLS connection "
+                                              "failed (")

@@ -115,9 +115,9 @@ def _connect_failure(node: Node, messages: list[str], timeout: float) -> str:
         return f"{node.label}: connection timed out after {timeout:g} s"
     if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
         return f"{node.label}: unknown host '{node.host}'"
-    if "ssl" in lowered or "certificate" in lowered:
-        return f"{node.label}: TLS handshake failed ({text})"
     detail = re.sub(r"^\[Errno \d+\]\s*", "", text) or "the TCP connection failed"
+    if node.tls or "ssl" in lowered or "certificate" in lowered:
+        return f"{node.label}: TLS connection failed ({detail}; does the node speak DICOM over TLS on this port?)"
     return f"{node.label}: cannot connect ({detail})"
 
 

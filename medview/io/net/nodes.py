@@ -209,7 +209,7 @@ def resolve_node(text: str, path: Path | None = None) -> Node:
     text = text.strip()
     if text in book.nodes:
         return book.nodes[text]
-    if "@" in text:
+    if "@" in text or ":" in text:  # meant as an address (node names have neither)
         ae, host, port = parse_address(text)
         address = Node(name="", ae_title=ae, host=host, port=port).address
         return Node(name=address, ae_title=ae, host=host, port=port, local_ae=book.local_ae)
