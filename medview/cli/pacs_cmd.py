@@ -57,7 +57,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
     send = verbs.add_parser("send", help="C-STORE DICOM files or folders to a node (one association)")
     node_args(send)
-    send.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
+    send.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively), or "
+                                                               "study UIDs of the study database")
+
+    get = verbs.add_parser("retrieve", help="C-GET or C-MOVE a study (or one series) into the study database")
+    node_args(get)
+    get.add_argument("study_uid", metavar="STUDY_UID")
+    get.add_argument("--series", metavar="UID", help="only this series")
+    get.add_argument("--method", choices=("get", "move"), default="get",
+                     help="get: the data comes back on the same association (default); move: the node sends it to "
+                          "medview's AE title, which must be configured on the node with --port")
+    get.add_argument("--port", type=int, default=None, metavar="N", help="port of medview's Storage SCP for --method "
+                                                                          "move")
+    get.add_argument("--json", action="store_true")
+
+    listen = verbs.add_parser("listen", help="run medview's Storage SCP until Ctrl+C: received studies go into the "
+                                             "study database")
+    listen.add_argument("--ae", default="MEDVIEW", metavar="TITLE", help="medview's AE title (default MEDVIEW)")
+    listen.add_argument("--port", type=int, default=11112, metavar="N", help="port (default 11112)")
+    listen.add_argument("--allow", action="append", metavar="AE", default=None,
+                        help="calling AE title allowed to store (repeatable; default: the configured nodes' AE "
+                             "titles)")
 
     nodes = verbs.add_parser("nodes", help="the configured nodes (nodes.toml in medview's data folder)")
     nodes_verbs = nodes.add_subparsers(dest="nodes_verb", metavar="ACTION")
@@ -137,8 +157,10 @@ def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
     verb = getattr(args, "pacs_verb", None)
     if verb == "nodes":
         return _run_nodes(args)
-    if verb not in ("echo", "find", "send"):
-        return _usage("medview pacs needs an action: echo, find, send or nodes")
+    if verb == "listen":
+        return _listen(args)
+    if verb not in ("echo", "find", "send", "retrieve"):
+        return _usage("medview pacs needs an action: echo, find, send, retrieve, listen or nodes")
     from medview.io.net import dimse
     from medview.io.net.nodes import resolve_node
 
@@ -160,11 +182,69 @@ def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
             print_table(level, rows)
             print(f"{len(rows)} {level.lower()} match(es) on {node.label}", file=sys.stderr)
         return 0
+    if verb == "retrieve":
+        from medview.io.net.retrieve import retrieve
+
+        result = retrieve(node, args.study_uid, args.series, method=args.method, move_port=args.port,
+                          timeout=timeout, task=progress)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            state = "complete" if result["complete"] else "INCOMPLETE"
+            print(f"retrieved {result['received']} instance(s) from {node.label} in {result['seconds']:.1f} s "
+                  f"({state}): study {result['study']}")
+        return 0 if result["complete"] else 1
+
     def report(done: int, total: int) -> None:
         if progress is not None:
             progress.progress(done / total, f"sent {done}/{total}")
 
-    result = dimse.send(node, args.paths, timeout=timeout, progress=report)
+    result = dimse.send(node, _paths(args.paths), timeout=timeout, progress=report)
     skipped = f", {result['skipped']} non-DICOM file(s) skipped" if result["skipped"] else ""
     print(f"sent {result['sent']} file(s) to {node.label} in {result['seconds']:.2f} s{skipped}")
+    return 0
+
+
+def _paths(items: list[str]) -> list[str]:
+    """Files and folders as given; a study UID of the study database becomes its files."""
+    import os
+
+    from medview.io.studydb import knows_uid
+
+    out: list[str] = []
+    for item in items:
+        if not os.path.exists(item) and knows_uid(item):
+            from medview.io.studydb import StudyDatabase
+
+            with StudyDatabase() as db:
+                out.extend(db.files_of(db.study_of(item)))
+        else:
+            out.append(item)
+    return out
+
+
+def _listen(args: argparse.Namespace) -> int:
+    import time
+
+    from medview.io.net.nodes import load_nodes
+    from medview.io.net.scp import StorageSCP
+
+    allow = args.allow if args.allow is not None else sorted({n.ae_title for n in load_nodes().nodes.values()})
+    if not allow:
+        return _usage("no calling AE title is allowed to store: configure a node (medview pacs nodes add) or give "
+                      "--allow AE")
+
+    def imported(summary: dict) -> None:
+        state = " (aborted: marked incomplete)" if summary["aborted"] else ""
+        print(f"received {summary['received']} instance(s) from {summary['from']}{state}: "
+              + ", ".join(f"study {uid}" for uid in summary["studies"]), flush=True)
+
+    with StorageSCP(args.port, ae_title=args.ae, allow=allow, on_imported=imported):
+        print(f"medview: Storage SCP {args.ae} on port {args.port}, accepting {', '.join(allow)}; Ctrl+C stops",
+              file=sys.stderr, flush=True)
+        try:
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
     return 0

@@ -4,7 +4,9 @@ retrieve keeps what arrived and the study is marked incomplete."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,15 @@ def test_a_cancelled_retrieve_keeps_what_arrived_and_is_marked_incomplete(orthan
         assert not study["Complete"] and 0 < study["NumberOfStudyRelatedInstances"] < 300
         db.remove_study(uploaded)
 
+
+def test_cli_retrieve_prints_where_the_study_is(orthanc, uploaded) -> None:
+    address = f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
+    r = subprocess.run([sys.executable, "-m", "medview.cli.main", "pacs", "retrieve", address, uploaded, "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["study"] == uploaded and summary["complete"]
+    assert "DOE" not in r.stderr and "TEST0300" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "medview.cli.main", "pacs", "retrieve", address, "1.2.3.4"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1, r.stderr

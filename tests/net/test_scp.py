@@ -115,3 +115,29 @@ def test_c_move_from_orthanc_into_medviews_scp(orthanc, tmp_path: Path) -> None:
         _wait(lambda: scp.imports)
     with StudyDatabase() as db:
         assert db.list_studies(study_uid=study)[0]["NumberOfStudyRelatedInstances"] == 4
+
+
+def test_pacs_listen_stores_what_a_node_sends(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    files = make_ct_series(tmp_path / "l", patient_name="DOE^JANE", patient_id="TEST0205", study_date="20240105",
+                           slices=3, seed=8)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "medview.cli.main", "pacs", "listen", "--port", str(port),
+                             "--allow", "SENDER"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "Storage SCP MEDVIEW on port" in line, line
+        send(_scp_node(port, "SENDER"), files)
+        printed = proc.stdout.readline()
+        assert "received 3 instance(s) from SENDER" in printed and "DOE" not in printed
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+    study = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+    with StudyDatabase() as db:
+        assert db.list_studies(study_uid=study)[0]["NumberOfStudyRelatedInstances"] == 3
