@@ -19,6 +19,7 @@ import logging
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -419,7 +420,9 @@ def send(node: Node, paths: Iterable[str | Path], *, timeout: float = DEFAULT_TI
                 first_failure = first_failure or f"SOP class {sop_class} not accepted by the peer"
                 continue
             try:
-                status = assoc.send_c_store(pydicom.dcmread(path))
+                with warnings.catch_warnings():  # pydicom's validation of odd values: not the user's business
+                    warnings.simplefilter("ignore")
+                    status = assoc.send_c_store(pydicom.dcmread(path))
             except ValueError as exc:  # no accepted context for this file's transfer syntax
                 failed += 1
                 first_failure = first_failure or str(exc)
