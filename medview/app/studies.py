@@ -20,3 +20,23 @@ def import_studies(paths: list[str], copy: bool = False, chunk: int | None = Non
     summary = result.as_dict()
     summary["skipped_files"] = result.skipped[:20]
     return summary
+
+
+def send_study(node, study_uid: str, database: str | None = None, task: TaskContext | None = None) -> dict[str, Any]:
+    """C-STORE every file of a database study to ``node`` (a :class:`medview.io.net.nodes.Node`, resolved by the
+    caller) over one association."""
+    from medview.io.net.dimse import send
+    from medview.io.studydb import StudyDatabase
+
+    with StudyDatabase(database) as db:
+        files = db.files_of(study_uid)
+    if not files:
+        from medview.core.errors import MedviewError
+
+        raise MedviewError("This study has no file on the disk any more; nothing to send")
+
+    def progress(done: int, total: int) -> None:
+        if task is not None:
+            task.progress(done / max(total, 1), f"Sent {done} of {total} files")
+
+    return send(node, files, progress=progress)

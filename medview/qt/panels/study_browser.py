@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -159,6 +160,9 @@ class StudyBrowser(QWidget):
         self.cancel_button.clicked.connect(self.cancel_import)
         self.open_button = QPushButton("Open")
         self.open_button.clicked.connect(lambda: self._open_row(self._current_row()))
+        self.send_button = QPushButton("Send to…")
+        self.send_button.setToolTip("C-STORE the selected study to a configured PACS node (medview pacs nodes add)")
+        self.send_button.clicked.connect(lambda: self.send_selected())
         self.remove_button = QPushButton("Remove…")
         self.remove_button.clicked.connect(lambda: self.remove_selected())
         self.status = QLabel("")
@@ -177,7 +181,7 @@ class StudyBrowser(QWidget):
         filters.addWidget(self.dates)
         filters.addWidget(self.modality)
         buttons = QHBoxLayout()
-        for b in (self.import_button, self.cancel_button, self.open_button, self.remove_button):
+        for b in (self.import_button, self.cancel_button, self.open_button, self.send_button, self.remove_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
@@ -239,6 +243,7 @@ class StudyBrowser(QWidget):
         worker.signals.cancelled.connect(self._import_cancelled)
         self.worker = worker
         self.import_button.setEnabled(False)
+        self.send_button.setEnabled(False)
         self.cancel_button.show()
         self.status.setText("Importing…")
         self._last_refresh = 0.0
@@ -255,6 +260,7 @@ class StudyBrowser(QWidget):
             self.model.refresh()
 
     def _import_ended(self) -> None:
+        self.send_button.setEnabled(True)
         self.import_button.setEnabled(True)
         self.cancel_button.hide()
         self.model.refresh()
@@ -280,6 +286,60 @@ class StudyBrowser(QWidget):
     def cancel_import(self) -> None:
         if self.worker is not None and not self.worker.done:
             self.worker.cancel()
+
+    # -- sending ------------------------------------------------------------------------------------------
+    def send_selected(self, node_name: str | None = None) -> Worker | None:
+        """Send the selected study to a configured node (asked for when not given), in a process of its own."""
+        row = self._current_row()
+        if row < 0:
+            self.status.setText("Select a study to send.")
+            return None
+        if self.worker is not None and not self.worker.done:
+            self.status.setText("A job is running; cancel it or wait.")
+            return None
+        from medview.io.net.nodes import load_nodes
+
+        try:
+            book = load_nodes()
+        except MedviewError as exc:
+            QMessageBox.warning(self, "Send to", str(exc))
+            return None
+        names = sorted(book.nodes)
+        if not names:
+            QMessageBox.information(self, "Send to", "No PACS node is configured yet. Add one on the command line: "
+                                    "medview pacs nodes add NAME AE@HOST:PORT")
+            return None
+        if node_name is None:
+            node_name, ok = QInputDialog.getItem(self, "Send to", "Node:", names, 0, False)
+            if not ok:
+                return None
+        node = book.nodes.get(node_name)
+        if node is None:
+            self.status.setText(f"No node named {node_name}")
+            return None
+        from medview.app.studies import send_study
+
+        study = self.model.rows[row]["StudyInstanceUID"]
+        worker = Worker(send_study, node, study, str(self.model.db.path), in_process=True)
+        worker.signals.progress.connect(lambda f, m: self.status.setText(f"{m} to {node.label} ({100 * f:.0f}%)"))
+        worker.signals.finished.connect(lambda r: (self._job_ended(), self.status.setText(
+            f"Sent {r['sent']} file(s) to {node.label} in {r['seconds']:.1f} s")))
+        worker.signals.failed.connect(lambda message: (self._job_ended(), self.status.setText(f"Send failed: "
+                                                                                                f"{message}"),
+                                                       QMessageBox.warning(self, "Send to", message)))
+        worker.signals.cancelled.connect(lambda: (self._job_ended(), self.status.setText("Send cancelled")))
+        self.worker = worker
+        self.import_button.setEnabled(False)
+        self.send_button.setEnabled(False)
+        self.cancel_button.show()
+        self.status.setText(f"Sending to {node.label}…")
+        start(worker)
+        return worker
+
+    def _job_ended(self) -> None:
+        self.import_button.setEnabled(True)
+        self.send_button.setEnabled(True)
+        self.cancel_button.hide()
 
     # -- removing -----------------------------------------------------------------------------------------
     def remove_selected(self, confirm: bool = True) -> int:
