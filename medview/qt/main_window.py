@@ -43,6 +43,7 @@ from medview.qt.modes import WorkspaceModes
 from medview.qt.panels.histogram import HistogramPanel
 from medview.qt.panels.labels import LabelsPanel
 from medview.qt.panels.measurements import MeasurementsPanel
+from medview.qt.panels.query_retrieve import QueryRetrievePanel
 from medview.qt.panels.series_browser import SeriesBrowser
 from medview.qt.panels.study_browser import StudyBrowser
 from medview.qt.views.slice_view import TOOLS
@@ -115,6 +116,10 @@ class MainWindow(QMainWindow):
         self.studies.open_requested.connect(lambda uid: self.open_path(uid))
         studies_dock = self._dock("Studies", self.studies, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tabifyDockWidget(series_dock, studies_dock)
+        self.pacs = QueryRetrievePanel()
+        self.pacs.retrieved.connect(lambda _uid: self.studies.apply_filters())
+        pacs_dock = self._dock("PACS", self.pacs, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(studies_dock, pacs_dock)
         series_dock.raise_()
         window_dock = self._dock("Window", self.histogram, Qt.DockWidgetArea.RightDockWidgetArea)
         labels_dock = self._dock("Labels", self.labels_panel, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -666,6 +671,7 @@ class MainWindow(QMainWindow):
         self._cancel_running()
         self.browser.shutdown()
         self.studies.shutdown()
+        self.pacs.shutdown()
         self.histogram.cancel()
         self.editing.shutdown()
         self.analysis.shutdown()

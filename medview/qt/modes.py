@@ -13,7 +13,8 @@ from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QTabBar, QToolBar
 
-ALWAYS = ("Series", "Studies", "Window", "Labels")  # panels every mode shows, outside the tabs (Labels above them)
+# panels every mode shows, outside the tabs (Labels above them)
+ALWAYS = ("Series", "Studies", "PACS", "Window", "Labels")
 # mode -> its tabbed panels (dock names), the first one raised
 MODES: dict[str, tuple[str, ...]] = {
     "Read": ("Measurements",),

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from medview.core.errors import MedviewError
+from medview.qt.views.flow_layout import FlowLayout
 from medview.qt.workers import Worker, start
 
 PAGE = 200
@@ -176,19 +177,21 @@ class StudyBrowser(QWidget):
         self.dates.currentIndexChanged.connect(lambda _i: self.apply_filters())
         self.modality.currentIndexChanged.connect(lambda _i: self.apply_filters())
 
+        # narrow-friendly: the search box on its own row, the buttons wrap (the panel shares the left dock with
+        # Series and PACS; a wide minimum took the slice views' room)
         filters = QHBoxLayout()
-        filters.addWidget(self.search, 1)
-        filters.addWidget(self.dates)
+        filters.addWidget(self.dates, 1)
         filters.addWidget(self.modality)
-        buttons = QHBoxLayout()
+        buttons_box = QWidget()
+        buttons = FlowLayout(buttons_box)
         for b in (self.import_button, self.cancel_button, self.open_button, self.send_button, self.remove_button):
             buttons.addWidget(b)
-        buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.search)
         layout.addLayout(filters)
         layout.addWidget(self.table, 1)
-        layout.addLayout(buttons)
+        layout.addWidget(buttons_box)
         layout.addWidget(self.status)
         self._loaded = False
         self.hide_phi = lambda: False  # the window's privacy setting: no name in the confirmation then
