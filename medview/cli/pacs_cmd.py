@@ -199,28 +199,12 @@ def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
         if progress is not None:
             progress.progress(done / total, f"sent {done}/{total}")
 
-    result = dimse.send(node, _paths(args.paths), timeout=timeout, progress=report)
+    from medview.io.studydb import files_or_studies
+
+    result = dimse.send(node, files_or_studies(args.paths), timeout=timeout, progress=report)
     skipped = f", {result['skipped']} non-DICOM file(s) skipped" if result["skipped"] else ""
     print(f"sent {result['sent']} file(s) to {node.label} in {result['seconds']:.2f} s{skipped}")
     return 0
-
-
-def _paths(items: list[str]) -> list[str]:
-    """Files and folders as given; a study UID of the study database becomes its files."""
-    import os
-
-    from medview.io.studydb import knows_uid
-
-    out: list[str] = []
-    for item in items:
-        if not os.path.exists(item) and knows_uid(item):
-            from medview.io.studydb import StudyDatabase
-
-            with StudyDatabase() as db:
-                out.extend(db.files_of(db.study_of(item)))
-        else:
-            out.append(item)
-    return out
 
 
 def _listen(args: argparse.Namespace) -> int:

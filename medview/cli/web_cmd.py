@@ -56,22 +56,6 @@ def _server(args: argparse.Namespace):
                      timeout=args.timeout)
 
 
-def _paths(items: list[str]) -> list[str]:
-    """Files and folders as given; a study UID of the database becomes its files."""
-    from medview.io.studydb import knows_uid
-
-    out: list[str] = []
-    for item in items:
-        if not os.path.exists(item) and knows_uid(item):
-            from medview.io.studydb import StudyDatabase
-
-            with StudyDatabase() as db:
-                out.extend(db.files_of(db.study_of(item)))
-        else:
-            out.append(item)
-    return out
-
-
 def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
     from medview.io.net import dicomweb
 
@@ -92,7 +76,9 @@ def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
         print(json.dumps(result) if args.json else
               f"retrieved {result['received']} instance(s) in {result['seconds']:.1f} s: study {result['study']}")
         return 0
-    result = dicomweb.send(server, _paths(args.items), task=progress)
+    from medview.io.studydb import files_or_studies
+
+    result = dicomweb.send(server, files_or_studies(args.items), task=progress)
     print(json.dumps(result) if args.json else f"sent {result['sent']} instance(s) in {result['seconds']:.1f} s"
           + (f" ({result['skipped']} non-DICOM file(s) skipped)" if result["skipped"] else ""))
     return 0

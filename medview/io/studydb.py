@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import sqlite3
 import time
 from collections import defaultdict
@@ -83,6 +84,45 @@ CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, size INTEGER NOT NULL
 _DATE = re.compile(r"^\d{8}$")
 
 
+def incoming_folder(prefix: str) -> Path:
+    """A private folder under ``<data dir>/incoming`` for instances a transfer receives (removed by
+    :func:`import_received`)."""
+    import tempfile
+
+    root = data_dir() / "incoming"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def import_received(folder: Path, study_uid: str | None = None, complete: bool = True,
+                    database: str | None = None) -> ImportResult:
+    """Import what a transfer wrote into ``folder`` (copied into the store), then remove the folder.
+
+    ``complete`` False marks ``study_uid`` (or, without one, every study the folder held) incomplete;
+    True marks ``study_uid`` complete again (a retrieve that finished this time)."""
+    try:
+        with StudyDatabase(database) as db:
+            result = db.import_paths([folder], copy=True, parallel=False) if any(folder.iterdir()) else ImportResult()
+            for uid in ([study_uid] if study_uid else result.studies if not complete else []):
+                if db.study_of(uid) == uid:
+                    db.set_incomplete(uid, not complete)
+            return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def files_or_studies(items: Iterable[str]) -> list[str]:
+    """Paths as given; a study UID of the study database (not an existing path) becomes its files."""
+    out: list[str] = []
+    for item in items:
+        if not os.path.exists(item) and knows_uid(item):
+            with StudyDatabase() as db:
+                out.extend(db.files_of(db.study_of(item)))
+        else:
+            out.append(item)
+    return out
+
+
 class StudyDatabaseError(MedviewError):
     """The database cannot be opened or a request on it is not valid."""
 
@@ -116,9 +156,14 @@ def parse_date_range(text: str | None) -> tuple[str | None, str | None]:
     return first or None, last or None
 
 
+def _escape_like(text: str) -> str:
+    """``text`` matched literally in a LIKE pattern with ``ESCAPE '\\'``."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like(pattern: str) -> str:
     """A DICOM-style wildcard (``*``, ``?``) as a LIKE pattern (escape ``\\``); no wildcard: a prefix."""
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = _escape_like(pattern)
     if "*" not in pattern and "?" not in pattern:
         return escaped + "%"
     return escaped.replace("*", "%").replace("?", "_")
@@ -401,7 +446,7 @@ class StudyDatabase:
         gone: list[str] = []
         for folder in folders:
             prefix = folder.rstrip(os.sep) + os.sep
-            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            escaped = _escape_like(prefix)
             for row in self.conn.execute("SELECT path FROM instances WHERE stored=0 AND missing=0 AND path LIKE ? "
                                          "ESCAPE '\\'", (escaped + "%",)):
                 if row["path"] not in seen:
@@ -429,8 +474,7 @@ class StudyDatabase:
             args += [_like(text), _like(text), text]
         if patient_id:
             where.append("p.patient_id LIKE ? ESCAPE '\\'")
-            args.append(_like(patient_id) if ("*" in patient_id or "?" in patient_id) else patient_id.replace(
-                "\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
+            args.append(_like(patient_id) if ("*" in patient_id or "?" in patient_id) else _escape_like(patient_id))
         if patient_name:
             where.append("p.patient_name LIKE ? ESCAPE '\\'")
             args.append(_like(patient_name))

@@ -11,8 +11,6 @@ patient names or IDs.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from medview.core.errors import CancelledError, MedviewError
-from medview.core.resources import data_dir
 from medview.core.tasks import TaskContext, check_cancel, report
 from medview.io.net.nodes import NetworkError
 
@@ -167,11 +164,9 @@ def find(server: WebServer, level: str = "study", *, patient_id: str | None = No
 def retrieve(server: WebServer, study_uid: str, series_uid: str | None = None, *, task: TaskContext | None = None,
              database: str | None = None) -> dict[str, Any]:
     """WADO-RS retrieve of a study (or one series) into the study database; see the module notes."""
-    from medview.io.studydb import StudyDatabase
+    from medview.io.studydb import import_received, incoming_folder
 
-    incoming = data_dir() / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="wado-", dir=incoming))
+    folder = incoming_folder("wado-")
     t0 = time.perf_counter()
     received, size = 0, 0
     error: BaseException | None = None
@@ -190,14 +185,7 @@ def retrieve(server: WebServer, study_uid: str, series_uid: str | None = None, *
         error = exc
     except Exception as exc:
         error = _failure(server, "the retrieve", exc)
-    try:
-        with StudyDatabase(database) as db:
-            if received:
-                db.import_paths([folder], copy=True, parallel=False)
-            if db.study_of(study_uid) == study_uid:
-                db.set_incomplete(study_uid, error is not None)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    import_received(folder, study_uid, error is None, database)
     if error is not None:
         raise error
     if not received:

@@ -11,8 +11,6 @@ listed as complete.  Messages name the node and never hold patient names or IDs.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -20,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from medview.core.errors import CancelledError, MedviewError
-from medview.core.resources import data_dir
 from medview.core.tasks import TaskContext, report
 from medview.io.net.nodes import NetworkError, Node
 
@@ -163,16 +160,14 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None = None, *, metho
     "complete": bool, "seconds": s, "status": hex}``; raises :class:`NetworkError` when nothing could be
     retrieved (the files that did arrive are imported first).
     """
-    from medview.io.studydb import StudyDatabase
+    from medview.io.studydb import import_received, incoming_folder
 
     if method not in ("get", "move"):
         raise MedviewError(f"A retrieve method is 'get' or 'move', not {method!r}")
     if method == "move" and not move_port:
         raise MedviewError("A C-MOVE needs the port medview's Storage SCP listens on (move_port; the node must "
                            f"know '{node.local_ae}' at this host and port)")
-    incoming_root = data_dir() / "incoming"
-    incoming_root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="retrieve-", dir=incoming_root))
+    folder = incoming_folder("retrieve-")
     receiver = _Receiver(folder, task)
     t0 = time.perf_counter()
     outcome: dict[str, Any] = {"status": None, "failed": 0, "warning": 0, "completed": 0}
@@ -182,16 +177,8 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None = None, *, metho
         outcome = _retrieve(node, study_uid, series_uid, method, move_port, timeout, task, receiver)
     except (NetworkError, CancelledError) as exc:
         error = exc
-    try:
-        with StudyDatabase(database) as db:
-            if receiver.count:
-                db.import_paths([folder], copy=True, parallel=False)
-            complete = (error is None and outcome["status"] == 0x0000 and not outcome["failed"]
-                        and receiver.count > 0)
-            if db.study_of(study_uid) == study_uid:
-                db.set_incomplete(study_uid, not complete)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    complete = error is None and outcome["status"] == 0x0000 and not outcome["failed"] and receiver.count > 0
+    import_received(folder, study_uid, complete, database)
     if error is not None:
         raise error
     status = outcome["status"]

@@ -11,15 +11,12 @@ an ``ssl.SSLContext``.  Logs hold counts and AE titles, never patient names or I
 from __future__ import annotations
 
 import logging
-import shutil
 import ssl
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from medview.core.resources import data_dir
 from medview.io.net.nodes import NetworkError, check_ae_title
 from medview.io.net.retrieve import _TRANSFER_SYNTAXES, RETRIEVE_STORAGE_CLASSES, _no_delay, _sop_classes
 
@@ -53,16 +50,13 @@ class StorageSCP:
         self._associations: dict[int, _Association] = {}
 
     # -- handlers (pynetdicom's threads) ------------------------------------------------------------------
-    def _folder(self) -> Path:
-        root = data_dir() / "incoming"
-        root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="scp-", dir=root))
-
     def _assoc(self, event) -> _Association:
         with self._lock:
             state = self._associations.get(id(event.assoc))
             if state is None:
-                state = self._associations[id(event.assoc)] = _Association(self._folder())
+                from medview.io.studydb import incoming_folder
+
+                state = self._associations[id(event.assoc)] = _Association(incoming_folder("scp-"))
             return state
 
     def _on_store(self, event) -> int:
@@ -88,23 +82,16 @@ class StorageSCP:
             return
         calling = str(event.assoc.requestor.ae_title).strip()
         summary: dict[str, Any] = {"from": calling, "received": state.count, "aborted": aborted, "studies": []}
-        try:
-            if state.count:
-                from medview.io.studydb import StudyDatabase
+        from medview.io.studydb import import_received
 
-                with StudyDatabase(self.database) as db:
-                    result = db.import_paths([state.folder], copy=True, parallel=False)
-                    summary["studies"] = result.studies
-                    for uid in (result.studies if aborted else []):
-                        db.set_incomplete(uid, True)
+        try:
+            summary["studies"] = import_received(state.folder, None, not aborted, self.database).studies
             log.info("stored %d instance(s) from %s%s", state.count, calling, " (aborted)" if aborted else "")
-        except Exception as exc:  # the import failed: keep the files, say where
+        except Exception as exc:  # the import failed
             summary["error"] = str(exc)
             log.error("could not import %d instance(s) received from %s: %s", state.count, calling, exc)
             return
         finally:
-            if "error" not in summary:
-                shutil.rmtree(state.folder, ignore_errors=True)
             self.imports.append(summary)
         if self.on_imported is not None:
             self.on_imported(summary)
