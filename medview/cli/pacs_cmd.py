@@ -4,7 +4,9 @@
     medview pacs find NODE [--level patient|study|series] [--patient-id ID] [--patient-name P] [--date RANGE]
                            [--modality M] [--study-uid UID] [--json]
     medview pacs send NODE PATH...
-    medview pacs nodes add NAME AE@HOST:PORT [--tls [--ca-file PEM]] | list | remove NAME | local-ae TITLE
+    medview pacs listen [--ae TITLE] [--port N] [--allow AE]... [--tls-cert PEM --tls-key PEM]
+    medview pacs nodes add NAME AE@HOST:PORT [--tls [--ca-file PEM]] | web NAME URL [--user U] | list
+                       | remove NAME | local-ae TITLE | scp [--port N] [--listen|--no-listen] [--allow AE]...
 
 NODE is a configured name (``medview pacs nodes list``) or ``AE@HOST:PORT``.  A network failure is one line on
 stderr naming the node (exit 3).  Nothing heavy (pynetdicom, pydicom) is imported at module level.
@@ -73,11 +75,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
     listen = verbs.add_parser("listen", help="run medview's Storage SCP until Ctrl+C: received studies go into the "
                                              "study database")
-    listen.add_argument("--ae", default="MEDVIEW", metavar="TITLE", help="medview's AE title (default MEDVIEW)")
-    listen.add_argument("--port", type=int, default=11112, metavar="N", help="port (default 11112)")
+    listen.add_argument("--ae", default=None, metavar="TITLE", help="medview's AE title (default: the configured "
+                                                                     "one, MEDVIEW unless set)")
+    listen.add_argument("--port", type=int, default=None, metavar="N", help="port (default: the configured one, "
+                                                                            "11112 unless set)")
     listen.add_argument("--allow", action="append", metavar="AE", default=None,
-                        help="calling AE title allowed to store (repeatable; default: the configured nodes' AE "
-                             "titles)")
+                        help="calling AE title allowed to store (repeatable; default: the configured allow-list, "
+                             "else the configured nodes' AE titles)")
+    listen.add_argument("--tls-cert", metavar="PEM", help="DICOM over TLS with this certificate (default: the "
+                                                          "configured one, if any)")
+    listen.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
 
     nodes = verbs.add_parser("nodes", help="the configured nodes (nodes.toml in medview's data folder)")
     nodes_verbs = nodes.add_subparsers(dest="nodes_verb", metavar="ACTION")
@@ -93,6 +100,24 @@ def add_parser(sub) -> argparse.ArgumentParser:
     remove.add_argument("name")
     local = nodes_verbs.add_parser("local-ae", help="set medview's own AE title (default MEDVIEW)")
     local.add_argument("title")
+    web = nodes_verbs.add_parser("web", help="add a DICOMweb server (use its name as URL in medview web ...)")
+    web.add_argument("name", help="letters, digits, '-' and '_'")
+    web.add_argument("url", help="the DICOMweb root, e.g. https://pacs.example.org/dicom-web")
+    web.add_argument("--user", help="basic-auth user (the password is never stored)")
+    web.add_argument("--replace", action="store_true")
+    scp = nodes_verbs.add_parser("scp", help="medview's Storage SCP: port, whether it runs while the workstation is "
+                                             "open, who may store, TLS")
+    scp.add_argument("--port", type=int, metavar="N")
+    on = scp.add_mutually_exclusive_group()
+    on.add_argument("--listen", dest="listen", action="store_true", default=None,
+                    help="run the SCP while the workstation is open")
+    on.add_argument("--no-listen", dest="listen", action="store_false")
+    scp.add_argument("--allow", action="append", metavar="AE", default=None, help="calling AE title allowed "
+                                                                                  "(repeatable; replaces the list)")
+    scp.add_argument("--allow-configured", action="store_true",
+                     help="allow the configured nodes' AE titles (forget an explicit list)")
+    scp.add_argument("--tls-cert", metavar="PEM", help="certificate for DICOM over TLS ('' for none)")
+    scp.add_argument("--tls-key", metavar="PEM", help="its private key ('' for none)")
     return p
 
 
@@ -135,22 +160,46 @@ def _run_nodes(args: argparse.Namespace) -> int:
         print(f"removed {node.label}")
     elif args.nodes_verb == "local-ae":
         print(f"medview's AE title is now {nodes.set_local_ae(args.title)}")
+    elif args.nodes_verb == "web":
+        web = nodes.add_web(args.name, args.url, user=args.user, replace=args.replace)
+        print(f"added DICOMweb server {web.label} to {nodes.nodes_path()}")
+    elif args.nodes_verb == "scp":
+        allow = None if args.allow_configured else (args.allow if args.allow is not None else False)
+        book = nodes.set_listener(listen=args.listen, port=args.port, allow=allow,
+                                  tls_cert=False if args.tls_cert is None else args.tls_cert,
+                                  tls_key=False if args.tls_key is None else args.tls_key)
+        print(_scp_line(book))
     elif args.nodes_verb == "list":
         book = nodes.load_nodes()
         if args.json:
             for node in book.nodes.values():
                 print(json.dumps({"name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port,
                                   "tls": node.tls, "ca_file": node.ca_file, "local_ae": node.local_ae}))
+            for web in book.web.values():
+                print(json.dumps({"name": web.name, "url": web.url, "user": web.user}))
             return 0
         print(f"medview's AE title: {book.local_ae} ({nodes.nodes_path()})")
-        if not book.nodes:
+        print(_scp_line(book))
+        if not book.nodes and not book.web:
             print("no nodes configured: medview pacs nodes add NAME AE@HOST:PORT")
         for name in sorted(book.nodes):
             node = book.nodes[name]
             print(f"  {name:16s} {node.address}{'  TLS' if node.tls else ''}")
+        for name in sorted(book.web):
+            web = book.web[name]
+            print(f"  {name:16s} {web.url}  DICOMweb{f' (user {web.user})' if web.user else ''}")
     else:
-        return _usage("medview pacs nodes needs an action: add, list, remove or local-ae")
+        return _usage("medview pacs nodes needs an action: add, web, list, remove, local-ae or scp")
     return 0
+
+
+def _scp_line(book) -> str:
+    allowed = book.allowed()
+    who = ", ".join(allowed) if allowed else "nobody yet"
+    return (f"Storage SCP: {book.local_ae} on port {book.listen_port}"
+            f"{' over TLS' if book.tls_cert else ''}, "
+            f"{'runs while the workstation is open' if book.listen else 'not started with the workstation'}; "
+            f"accepts {who}{'' if book.allow is not None else ' (the configured nodes)'}")
 
 
 def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
@@ -210,22 +259,28 @@ def run(args: argparse.Namespace, progress: TaskContext | None) -> int:
 def _listen(args: argparse.Namespace) -> int:
     import time
 
-    from medview.io.net.nodes import load_nodes
+    from medview.io.net.nodes import NodeBook, load_nodes
     from medview.io.net.scp import StorageSCP
 
-    allow = args.allow if args.allow is not None else sorted({n.ae_title for n in load_nodes().nodes.values()})
+    book = load_nodes()
+    allow = args.allow if args.allow is not None else book.allowed()
     if not allow:
         return _usage("no calling AE title is allowed to store: configure a node (medview pacs nodes add) or give "
                       "--allow AE")
+    if args.tls_key and not args.tls_cert:
+        return _usage("--tls-key needs --tls-cert")
+    tls = (NodeBook(tls_cert=args.tls_cert, tls_key=args.tls_key) if args.tls_cert else book).scp_ssl_context()
+    ae = args.ae or book.local_ae
+    port = args.port or book.listen_port
 
     def imported(summary: dict) -> None:
         state = " (aborted: marked incomplete)" if summary["aborted"] else ""
         print(f"received {summary['received']} instance(s) from {summary['from']}{state}: "
               + ", ".join(f"study {uid}" for uid in summary["studies"]), flush=True)
 
-    with StorageSCP(args.port, ae_title=args.ae, allow=allow, on_imported=imported):
-        print(f"medview: Storage SCP {args.ae} on port {args.port}, accepting {', '.join(allow)}; Ctrl+C stops",
-              file=sys.stderr, flush=True)
+    with StorageSCP(port, ae_title=ae, allow=allow, on_imported=imported, ssl_context=tls):
+        print(f"medview: Storage SCP {ae} on port {port}{' (TLS)' if tls else ''}, accepting {', '.join(allow)}; "
+              "Ctrl+C stops", file=sys.stderr, flush=True)
         try:
             while True:
                 time.sleep(0.5)

@@ -21,8 +21,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     verbs = p.add_subparsers(dest="web_command", metavar="ACTION", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("url", help="the DICOMweb root, e.g. http://host:8042/dicom-web")
-        q.add_argument("--user", help="basic-auth user (password from MEDVIEW_DICOMWEB_PASSWORD)")
+        q.add_argument("url", help="the DICOMweb root, e.g. http://host:8042/dicom-web, or a configured server's "
+                                   "name (medview pacs nodes web NAME URL)")
+        q.add_argument("--user", help="basic-auth user (password from MEDVIEW_DICOMWEB_PASSWORD; default: the "
+                                      "configured server's user)")
         q.add_argument("--token", help="bearer token (or MEDVIEW_DICOMWEB_TOKEN)")
         q.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
 
@@ -50,10 +52,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def _server(args: argparse.Namespace):
     from medview.io.net.dicomweb import WebServer
+    from medview.io.net.nodes import resolve_web
 
+    web = resolve_web(args.url)
     token = args.token or os.environ.get("MEDVIEW_DICOMWEB_TOKEN")
-    return WebServer(args.url, user=args.user, password=os.environ.get("MEDVIEW_DICOMWEB_PASSWORD"), token=token,
-                     timeout=args.timeout)
+    return WebServer(web.url, user=args.user or web.user, password=os.environ.get("MEDVIEW_DICOMWEB_PASSWORD"),
+                     token=token, timeout=args.timeout)
 
 
 def run(args: argparse.Namespace, progress: TaskContext | None) -> int:

@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
         self.pacs.retrieved.connect(lambda _uid: self.studies.apply_filters())
         pacs_dock = self._dock("PACS", self.pacs, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tabifyDockWidget(studies_dock, pacs_dock)
+        QTimer.singleShot(0, self.pacs, self.pacs.start_listener)  # medview's Storage SCP, when nodes.toml asks for it
         series_dock.raise_()
         window_dock = self._dock("Window", self.histogram, Qt.DockWidgetArea.RightDockWidgetArea)
         labels_dock = self._dock("Labels", self.labels_panel, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -195,6 +196,8 @@ class MainWindow(QMainWindow):
         self._action("Open &label map or segmentation (SEG)...", self._choose_labels, "Ctrl+L", menu=file_menu)
         self.export_seg_action = self._action("Export labels as DICOM &SEG...", self.choose_seg_output,
                                               menu=file_menu)
+        file_menu.addSeparator()
+        self._action("DICOM &nodes...", lambda: self.pacs.edit_nodes(), menu=file_menu)
         self.recent_menu = file_menu.addMenu("Recent")
         self._fill_recent()
         self._tidy_partials()

@@ -74,18 +74,19 @@ def _query_session_class():
     import requests
 
     class QuerySession(requests.Session):
-        """Keeps QIDO's wildcard and name characters (``*``, ``?``, ``^``) as they are in query strings: Orthanc
-        1.10.1 does not percent-decode query values, so ``PatientName=DOE%2A`` (what requests sends for
-        ``DOE*``) matched nothing; RFC 3986 allows them unencoded."""
+        """Keeps QIDO's wildcards (``*``, ``?``) as they are in query strings: Orthanc 1.10.1 does not
+        percent-decode query values, so ``PatientName=DOE%2A`` (what requests sends for ``DOE*``) matched
+        nothing; RFC 3986 allows them unencoded.  (``^`` it does not allow: urllib3 encodes it whatever we do;
+        :func:`find` sends it as ``?`` and filters the answers.)"""
 
-        def request(self, method, url, *args, **kwargs):
-            base, sep, query = str(url).partition("?")
+        def send(self, request, **kwargs):
+            # on the prepared request: requests re-quotes a URL while preparing it (``^`` became %5E again)
+            base, sep, query = str(request.url).partition("?")
             if sep:
-                for encoded, plain in (("%2A", "*"), ("%2a", "*"), ("%3F", "?"), ("%3f", "?"), ("%5E", "^"),
-                                       ("%5e", "^")):
+                for encoded, plain in (("%2A", "*"), ("%2a", "*"), ("%3F", "?"), ("%3f", "?")):
                     query = query.replace(encoded, plain)
-                url = f"{base}?{query}"
-            return super().request(method, url, *args, **kwargs)
+                request.url = f"{base}?{query}"
+            return super().send(request, **kwargs)
 
     return QuerySession
 
@@ -137,7 +138,9 @@ def find(server: WebServer, level: str = "study", *, patient_id: str | None = No
     if patient_id:
         filters["PatientID"] = patient_id
     if patient_name:
-        filters["PatientName"] = patient_name
+        # the component separator goes as the one-character wildcard (a server that does not decode %5E, as
+        # Orthanc 1.10.1, matched nothing); the answers are then held to the name as typed
+        filters["PatientName"] = patient_name.replace("^", "?")
     if date:
         from medview.io.studydb import parse_date_range
 
@@ -158,7 +161,18 @@ def find(server: WebServer, level: str = "study", *, patient_id: str | None = No
         items = client.search_for_studies(search_filters=filters, limit=limit, fields=list(STUDY_KEYS))
     except Exception as exc:
         raise _failure(server, "the search", exc) from None
-    return [_plain(i, STUDY_KEYS) for i in items]
+    rows = [_plain(i, STUDY_KEYS) for i in items]
+    if patient_name and "^" in patient_name:
+        rows = [r for r in rows if _name_matches(patient_name, r["PatientName"])]
+    return rows
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    """DICOM wildcard matching of a person name (``*``, ``?``; case-insensitive, as PN matching may be)."""
+    import re
+
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, re.IGNORECASE | re.DOTALL) is not None
 
 
 def retrieve(server: WebServer, study_uid: str, series_uid: str | None = None, *, task: TaskContext | None = None,

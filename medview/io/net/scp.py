@@ -90,9 +90,7 @@ class StorageSCP:
         except Exception as exc:  # the import failed
             summary["error"] = str(exc)
             log.error("could not import %d instance(s) received from %s: %s", state.count, calling, exc)
-            return
-        finally:
-            self.imports.append(summary)
+        self.imports.append(summary)
         if self.on_imported is not None:
             self.on_imported(summary)
 
