@@ -9,7 +9,8 @@ DEBS_RUN := libglib2.0-0 libegl1 libgl1 libx11-6 libdbus-1-3 libfontconfig1 libf
             libosmesa6 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 \
             libxcb-shape0 libxkbcommon-x11-0
 # independent references and file makers used by the tests
-DEBS_TEST := $(DEBS_RUN) dcm2niix plastimatch libgdcm-tools dcmtk dicom3tools mricron-data orthanc orthanc-dicomweb
+DEBS_TEST := $(DEBS_RUN) dcm2niix plastimatch libgdcm-tools dcmtk dicom3tools mricron-data orthanc orthanc-dicomweb \
+             openssl
 
 export VENV EXTRAS
 

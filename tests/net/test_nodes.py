@@ -90,3 +90,63 @@ def test_a_damaged_file_is_one_line_naming_it(medview_data_dir):
     nodes.nodes_path().write_text("[nodes.pacs]\nae_title = 'X'\n", encoding="utf-8")
     with pytest.raises(NodeConfigError, match="node 'pacs' in the node list is incomplete"):
         nodes.load_nodes()
+
+
+def test_storage_scp_settings_round_trip(medview_data_dir, tmp_path):
+    nodes.add_node("pacs", "ORTHANC@h:4242")
+    nodes.add_node("ct", "CT_SCANNER@h:104")
+    book = nodes.load_nodes()
+    assert (book.listen, book.listen_port, book.allow) == (False, 11112, None)
+    assert book.allowed() == ["CT_SCANNER", "ORTHANC"]  # no explicit list: the configured nodes
+    nodes.set_listener(listen=True, port=11113, allow=["ORTHANC", "WS2"])
+    data = tomllib.loads(nodes.nodes_path().read_text(encoding="utf-8"))
+    assert data["local"] == {"ae_title": "MEDVIEW", "port": 11113, "listen": True, "allow": ["ORTHANC", "WS2"]}
+    assert nodes.load_nodes().allowed() == ["ORTHANC", "WS2"]
+    nodes.set_listener(allow=[])  # an empty list: nobody may store
+    assert nodes.load_nodes().allowed() == []
+    nodes.set_listener(allow=None)  # back to the configured nodes
+    assert nodes.load_nodes().allowed() == ["CT_SCANNER", "ORTHANC"] and nodes.load_nodes().listen
+    with pytest.raises(NodeConfigError, match="port 0 is out of range"):
+        nodes.set_listener(port=0)
+    with pytest.raises(NodeConfigError, match="TLS cert file not found"):
+        nodes.set_listener(tls_cert=str(tmp_path / "missing.pem"))
+    not_a_cert = tmp_path / "junk.pem"
+    not_a_cert.write_text("not a certificate\n")
+    with pytest.raises(NodeConfigError, match="cannot load the Storage SCP's TLS certificate"):
+        nodes.set_listener(tls_cert=str(not_a_cert))
+    assert nodes.load_nodes().tls_cert is None  # refused, not written
+    nodes.nodes_path().write_text("[local]\nport = 'x'\n", encoding="utf-8")
+    with pytest.raises(NodeConfigError, match=r"the \[local\] settings of the node list are invalid"):
+        nodes.load_nodes()
+
+
+def test_dicomweb_servers_by_name(medview_data_dir):
+    web = nodes.add_web("archive", "https://archive.example.org/dicom-web/", user="reader")
+    assert (web.url, web.user) == ("https://archive.example.org/dicom-web", "reader")
+    assert nodes.resolve_web("archive") == web
+    assert nodes.resolve_web("http://h:8042/dicom-web").url == "http://h:8042/dicom-web"
+    with pytest.raises(NodeConfigError, match="unknown DICOMweb server 'arhcive' \\(configured: archive"):
+        nodes.resolve_web("arhcive")
+    with pytest.raises(NodeConfigError, match="is an http\\(s\\) URL"):
+        nodes.add_web("bad", "ftp://h/x")
+    nodes.add_node("pacs", "A@h:1")
+    with pytest.raises(NodeConfigError, match="already the name of a DIMSE node"):
+        nodes.add_web("pacs", "http://h/x")
+    with pytest.raises(NodeConfigError, match="already the name of a DICOMweb server"):
+        nodes.add_node("archive", "A@h:1")
+    assert nodes.remove_node("archive").name == "archive" and nodes.load_nodes().web == {}
+
+
+def test_cli_scp_settings_and_web_servers(medview_data_dir, capsys):
+    from medview.cli.main import main
+
+    assert main(["pacs", "nodes", "scp", "--listen", "--port", "11120", "--allow", "ORTHANC"]) == 0
+    assert "on port 11120" in capsys.readouterr().out
+    assert main(["pacs", "nodes", "web", "archive", "http://127.0.0.1:8042/dicom-web", "--user", "reader"]) == 0
+    capsys.readouterr()
+    assert main(["pacs", "nodes", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "Storage SCP: MEDVIEW on port 11120, runs while the workstation is open; accepts ORTHANC" in out
+    assert "archive" in out and "DICOMweb (user reader)" in out
+    assert main(["pacs", "nodes", "scp", "--port", "70000"]) != 0
+    assert "port 70000 is out of range" in capsys.readouterr().err
