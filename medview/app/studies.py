@@ -40,3 +40,19 @@ def send_study(node, study_uid: str, database: str | None = None, task: TaskCont
             task.progress(done / max(total, 1), f"Sent {done} of {total} files")
 
     return send(node, files, progress=progress)
+
+
+def send_studies(node, study_uids: list[str], database: str | None = None,
+                 task: TaskContext | None = None) -> dict[str, Any]:
+    """:func:`send_study` for each study in turn (one association each); the totals."""
+    total: dict[str, Any] = {"sent": 0, "skipped": 0, "seconds": 0.0, "studies": len(study_uids)}
+    n = len(study_uids)
+    for k, uid in enumerate(study_uids):
+        sub = None
+        if task is not None:  # this study's share of the bar; Cancel reaches it through the same token
+            sub = TaskContext(on_progress=lambda f, m, k=k: task.progress((k + f) / n, f"Study {k + 1} of {n}: {m}"),
+                              token=task.token, min_interval_s=0.0)
+        result = send_study(node, uid, database, task=sub)
+        for key in ("sent", "skipped", "seconds"):
+            total[key] += result.get(key, 0)
+    return total

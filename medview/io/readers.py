@@ -27,7 +27,7 @@ from medview.core.errors import (
 )
 from medview.core.geometry import Geometry
 from medview.core.modality import UNKNOWN as UNKNOWN_MODALITY
-from medview.core.tasks import TaskContext, report
+from medview.core.tasks import TaskContext, check_cancel, report
 from medview.core.volume import Volume, VolumeMetadata
 from medview.io import nifti
 from medview.io.dicom.headers import looks_like_dicom
@@ -101,6 +101,18 @@ def scan(path: str | os.PathLike[str], task: TaskContext | None = None) -> list[
 
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+
+
+def scan_studies(uids: list[str], task: TaskContext | None = None) -> ScanResult:
+    """The series of several studies (or series) of the study database, in the order given, from the index."""
+    found: list = []
+    for uid in uids:
+        check_cancel(task)
+        indexed = _from_study_database(uid)
+        if indexed is None:
+            raise InputNotFoundError(f"The study database does not know {uid}")
+        found.extend(indexed)
+    return ScanResult(found, source=" ".join(uids))
 
 
 def _from_study_database(uid: str) -> ScanResult | None:

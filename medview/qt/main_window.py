@@ -36,7 +36,7 @@ from medview.app.samples import sample_path
 from medview.app.viewer import COLORMAPS, SLAB_MODES, ViewerState, window_presets_file
 from medview.core.errors import MedviewError
 from medview.core.volume import Volume
-from medview.io.readers import load_info, scan
+from medview.io.readers import load_info, scan, scan_studies
 from medview.qt.analysis import AnalysisController
 from medview.qt.editing import EditingController
 from medview.qt.modes import WorkspaceModes
@@ -113,7 +113,8 @@ class MainWindow(QMainWindow):
         # the study list (the local database) beside the series of what is open
         self.studies = StudyBrowser()
         self.studies.hide_phi = lambda: self.state.hide_phi
-        self.studies.open_requested.connect(lambda uid: self.open_path(uid))
+        self.studies.open_requested.connect(self.open_studies)
+        self.studies.series_requested.connect(lambda study, series: self.open_path(study, series))
         studies_dock = self._dock("Studies", self.studies, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tabifyDockWidget(series_dock, studies_dock)
         self.pacs = QueryRetrievePanel()
@@ -496,7 +497,31 @@ class MainWindow(QMainWindow):
         worker.signals.finished.connect(lambda found: self._scanned(path, found, series))
         self._run(worker, f"Scanning {path}...")
 
+    def open_studies(self, uids: list[str]) -> None:
+        """Studies of the study database: their series in one list, the first study's largest series shown."""
+        if len(uids) == 1:
+            self.open_path(uids[0])
+            return
+        self._cancel_running()
+        worker = Worker(scan_studies, list(uids))
+        worker.signals.finished.connect(lambda found: self._scanned_studies(list(uids), found))
+        self._run(worker, f"Reading {len(uids)} studies...")
+
+    def _scanned_studies(self, uids: list[str], found: list) -> None:
+        label = f"{len(uids)} studies"
+        self.browser.set_scan(label, found, defer_thumbnails=True)
+        self._listing = label  # its series are loaded from the list, not by scanning the label
+        if not found:
+            self._on_failed("None of these studies has a file on the disk any more")
+            return
+        first = [s for s in found if s.study_uid == uids[0]] or list(found)
+        chosen = max(first, key=lambda s: (getattr(s, "kind", "volume") == "volume", s.geometry.shape[0]))
+        for uid in reversed(uids):
+            self._remember(uid)
+        self.load_series(chosen.study_uid, chosen)
+
     def _scanned(self, path: str, found: list, series: str | None) -> None:
+        self._listing = None
         self.browser.set_scan(path, found, defer_thumbnails=True)
         if not found:
             self._on_failed(f"Nothing to open in {path}")
@@ -513,6 +538,11 @@ class MainWindow(QMainWindow):
         self.load_series(path, chosen)
 
     def _series_activated(self, path: str, uid: str) -> None:
+        if getattr(self, "_listing", None) == path:  # the series of several studies
+            info = next((s for s in self.browser.series if s.uid == uid), None)
+            if info is not None:
+                self.load_series(info.study_uid, info)
+                return
         self.open_path(path, uid)
 
     def load_series(self, path: str, info) -> None:

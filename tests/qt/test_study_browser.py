@@ -124,3 +124,82 @@ def test_date_presets() -> None:
     assert date_range("Today", today) == "20261207-20261207"
     assert date_range("Last 7 days", today) == "20261201-20261207"
     assert date_range("This year", today) == "20260101-20261207"
+
+
+def _second_series(study_folder: Path, out: Path, n: int = 4) -> str:
+    """The first ``n`` slices of a study written again as its series 2; returns the series UID."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    out.mkdir(parents=True, exist_ok=True)
+    series = generate_uid()
+    for i, src in enumerate(sorted(study_folder.glob("*.dcm"))[:n]):
+        ds = pydicom.dcmread(src)
+        ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = series, 2, "SECOND"
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(out / f"s2_{i:03d}.dcm", enforce_file_format=True)
+    return series
+
+
+def test_series_with_thumbnails_several_studies_and_a_copied_zip(qtbot, window: MainWindow, tmp_path: Path,
+                                                                 monkeypatch, medview_data_dir: Path) -> None:
+    import zipfile
+
+    jane = _write_study(tmp_path / "jane", "DOE^JANE", "TEST0011", "20240105", "CT", n=6)
+    second = _second_series(tmp_path / "jane", tmp_path / "jane2", n=4)
+    john = _write_study(tmp_path / "john", "DOE^JOHN", "TEST0012", "20240106", "CT", n=5)
+    archive = tmp_path / "john.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted((tmp_path / "john").glob("*.dcm")):
+            z.write(f, f"CD/{f.name}")
+    panel = _studies_panel(window)
+    with qtbot.waitSignal(panel.imported, timeout=60_000):
+        panel.import_paths([str(tmp_path / "jane"), str(tmp_path / "jane2")])
+    panel.copy_action.setChecked(True)  # the menu's "Copy the files into medview's store"
+    with qtbot.waitSignal(panel.imported, timeout=60_000) as done:
+        panel.import_paths([str(archive)])
+    assert done.args[0]["added"] == 5
+    archive.unlink()  # the medium is gone: the copied study still opens
+    stored = list((medview_data_dir / "store").rglob("*.dcm"))
+    assert len(stored) == 5
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 2, timeout=5_000)
+    row_of = {r["StudyInstanceUID"]: i for i, r in enumerate(panel.model.rows)}
+    assert sorted(row_of) == sorted([jane, john])
+
+    # one study selected: its two series below the list, each with a thumbnail
+    panel.table.selectRow(row_of[jane])
+    qtbot.waitUntil(lambda: panel.preview.tree.topLevelItemCount() == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: panel.preview.thumbnails_ready() == 2, timeout=30_000)
+    items = [panel.preview.tree.topLevelItem(i) for i in range(2)]
+    assert all(not it.icon(0).isNull() for it in items)
+    target = next(it for it in items if "SECOND" in it.text(0))
+    assert target.data(0, Qt.ItemDataRole.UserRole + 1) == second
+    with qtbot.waitSignal(window.load_finished, timeout=20_000) as loaded:
+        panel.preview.tree.itemActivated.emit(target, 0)  # double-click / Enter on the series
+    assert loaded.args[0].array.shape[0] == 4 and window.current_path == jane
+
+    # both studies selected: Open lists the series of both in the Series tab and shows the first study's
+    panel.table.selectAll()
+    qtbot.waitUntil(lambda: "2 studies selected" in panel.preview.status.text(), timeout=5_000)
+    with qtbot.waitSignal(window.load_finished, timeout=20_000) as loaded:
+        panel.open_button.click()
+    assert window.browser.tree.topLevelItemCount() == 3
+    first = panel.model.rows[0]["StudyInstanceUID"]
+    assert window.current_path == first
+    other = next(s for s in window.browser.series if s.study_uid != first)
+    with qtbot.waitSignal(window.load_finished, timeout=20_000) as loaded:
+        window.browser.series_activated.emit(window.browser.path, other.uid)
+    assert window.current_path == other.study_uid and window.current_uid == other.uid
+    assert window.browser.tree.topLevelItemCount() == 3  # the list of both studies stays
+    assert window.state.volume.array.shape[0] == other.n_slices
+
+    # Remove with both selected asks once, for both
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Yes)
+    panel.table.selectAll()
+    assert panel.remove_selected() == 15
+    assert len(asked) == 1 and asked[0].startswith("Remove 2 studies (15 images)")
+    assert panel.model.rowCount() == 0
+    assert not list((medview_data_dir / "store").rglob("*.dcm"))  # the copies medview owned are deleted
+    assert len(list((tmp_path / "jane").glob("*.dcm"))) == 6  # files indexed where they are stay

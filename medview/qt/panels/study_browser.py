@@ -1,10 +1,12 @@
 """The Studies panel: the study database as a list a reader searches, thin over :mod:`medview.io.studydb`.
 
 Rows come from the database a page at a time (``canFetchMore``/``fetchMore``: 200 rows, well under a
-millisecond each at 10,000 studies), never all at once.  Imports run in a process of their own (Worker
-``in_process``) with progress and Cancel (killing it leaves a consistent database); the list refreshes as
-files are indexed.  Double-click (or Open) shows the study; Remove forgets it, after a confirmation, and
-deletes only files medview's store owns.
+millisecond each at 10,000 studies), never all at once.  Imports (a folder, a zip or a DICOMDIR; by reference
+or copied into medview's store) run in a process of their own (Worker ``in_process``) with progress and Cancel
+(killing it leaves a consistent database); the list refreshes as files are indexed.  The study under the
+cursor shows its series with thumbnails below the list (read from the index; double-click opens one).
+Double-click (or Open) shows a study, Open with several selected lists all their series; Send to... and
+Remove act on every selected study; Remove asks first and deletes only files medview's store owns.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
+    QMenu,
     QMessageBox,
     QPushButton,
+    QSplitter,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from medview.core.errors import MedviewError
+from medview.qt.panels.series_browser import SeriesBrowser
 from medview.qt.views.flow_layout import FlowLayout
 from medview.qt.workers import Worker, start
 
@@ -128,7 +133,8 @@ class StudyTableModel(QAbstractTableModel):
 class StudyBrowser(QWidget):
     """Search, import, open and remove studies of the local database."""
 
-    open_requested = Signal(str)  # a study UID to show
+    open_requested = Signal(list)  # study UIDs to show
+    series_requested = Signal(str, str)  # (study UID, series UID) double-clicked in the series below the list
     imported = Signal(dict)  # an import's summary
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -145,6 +151,7 @@ class StudyBrowser(QWidget):
         self.table = QTableView()
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)  # compact rows
@@ -152,17 +159,32 @@ class StudyBrowser(QWidget):
         self.model.modelReset.connect(self.table.resizeColumnsToContents)  # one page of rows: cheap
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.doubleClicked.connect(lambda index: self._open_row(index.row()))
+        self.table.doubleClicked.connect(lambda index: self._open_rows([index.row()]))
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._preview_timer.start())
+        self.preview = SeriesBrowser(thumbnail_size=64)
+        self.preview.series_activated.connect(self.series_requested.emit)
+        self.preview.status.setText("Select a study to see its series")
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(150)  # arrow keys through the list: one read when the cursor rests
+        self._preview_timer.timeout.connect(self._show_series)
         self.import_button = QPushButton("Import…")
-        self.import_button.setToolTip("Index a folder (DICOM files, zips, a DICOMDIR) into the study list")
-        self.import_button.clicked.connect(lambda: self.import_paths())
+        self.import_button.setToolTip("Index a folder, a zip or a DICOMDIR into the study list")
+        menu = QMenu(self.import_button)
+        menu.addAction("Folder…", lambda: self.import_paths())
+        menu.addAction("Zip file or DICOMDIR…", lambda: self.import_paths(kind="file"))
+        menu.addSeparator()
+        self.copy_action = menu.addAction("Copy the files into medview's store")
+        self.copy_action.setCheckable(True)
+        self.copy_action.setToolTip("For a CD or a USB stick: the study stays in the list when the medium is gone")
+        self.import_button.setMenu(menu)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancel_import)
         self.open_button = QPushButton("Open")
-        self.open_button.clicked.connect(lambda: self._open_row(self._current_row()))
+        self.open_button.clicked.connect(lambda: self._open_rows(self._selected_rows()))
         self.send_button = QPushButton("Send to…")
-        self.send_button.setToolTip("C-STORE the selected study to a configured PACS node (medview pacs nodes add)")
+        self.send_button.setToolTip("C-STORE the selected studies to a configured PACS node (File > DICOM nodes…)")
         self.send_button.clicked.connect(lambda: self.send_selected())
         self.remove_button = QPushButton("Remove…")
         self.remove_button.clicked.connect(lambda: self.remove_selected())
@@ -190,7 +212,12 @@ class StudyBrowser(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.search)
         layout.addLayout(filters)
-        layout.addWidget(self.table, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.preview)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        layout.addWidget(split, 1)
         layout.addWidget(buttons_box)
         layout.addWidget(self.status)
         self._loaded = False
@@ -217,21 +244,43 @@ class StudyBrowser(QWidget):
         more = "+" if self.model.canFetchMore() else ""
         self.status.setText(f"{shown}{more} of {n} studies" if self.model.filters else f"{n} studies")
 
-    def _current_row(self) -> int:
-        rows = self.table.selectionModel().selectedRows()
-        return rows[0].row() if rows else -1
+    def _selected_rows(self) -> list[int]:
+        return sorted(i.row() for i in self.table.selectionModel().selectedRows() if i.row() < len(self.model.rows))
 
-    def _open_row(self, row: int) -> None:
-        if 0 <= row < len(self.model.rows):
-            self.open_requested.emit(self.model.rows[row]["StudyInstanceUID"])
+    def selected_studies(self) -> list[str]:
+        return [self.model.rows[r]["StudyInstanceUID"] for r in self._selected_rows()]
+
+    def _open_rows(self, rows: list[int]) -> None:
+        uids = [self.model.rows[r]["StudyInstanceUID"] for r in rows if 0 <= r < len(self.model.rows)]
+        if uids:
+            self.open_requested.emit(uids)
+
+    def _show_series(self) -> None:
+        """The series of the one selected study, with thumbnails, below the list."""
+        studies = self.selected_studies()
+        if len(studies) == 1:
+            self.preview.scan_path(studies[0])
+        else:
+            self.preview.set_scan("", [])
+            self.preview.status.setText(f"{len(studies)} studies selected: Open lists all their series"
+                                        if studies else "Select a study to see its series")
 
     # -- importing ----------------------------------------------------------------------------------------
-    def import_paths(self, paths: list[str] | None = None, copy: bool = False,
-                     chunk: int | None = None) -> Worker | None:
+    def import_paths(self, paths: list[str] | None = None, copy: bool | None = None,
+                     chunk: int | None = None, kind: str = "folder") -> Worker | None:
+        """Import ``paths`` (asked for when None: a folder, or with ``kind='file'`` zips or a DICOMDIR); ``copy``
+        None follows the menu's "Copy the files into medview's store"."""
         if self.worker is not None and not self.worker.done:
             self.status.setText("An import is running; cancel it or wait.")
             return None
-        if paths is None:
+        if copy is None:
+            copy = self.copy_action.isChecked()
+        if paths is None and kind == "file":
+            paths, _ = QFileDialog.getOpenFileNames(self, "Import zip files or a DICOMDIR into the study list", "",
+                                                    "Zip or DICOMDIR (*.zip *.ZIP DICOMDIR dicomdir);;All files (*)")
+            if not paths:
+                return None
+        elif paths is None:
             folder = QFileDialog.getExistingDirectory(self, "Import a folder into the study list")
             if not folder:
                 return None
@@ -267,6 +316,7 @@ class StudyBrowser(QWidget):
         self.import_button.setEnabled(True)
         self.cancel_button.hide()
         self.model.refresh()
+        self._show_series()  # the selected study may have more series now
 
     def _import_done(self, summary: dict) -> None:
         self._import_ended()
@@ -292,9 +342,10 @@ class StudyBrowser(QWidget):
 
     # -- sending ------------------------------------------------------------------------------------------
     def send_selected(self, node_name: str | None = None) -> Worker | None:
-        """Send the selected study to a configured node (asked for when not given), in a process of its own."""
-        row = self._current_row()
-        if row < 0:
+        """Send the selected studies to a configured node (asked for when not given), in a process of its own
+        (one association per study)."""
+        studies = self.selected_studies()
+        if not studies:
             self.status.setText("Select a study to send.")
             return None
         if self.worker is not None and not self.worker.done:
@@ -309,8 +360,8 @@ class StudyBrowser(QWidget):
             return None
         names = sorted(book.nodes)
         if not names:
-            QMessageBox.information(self, "Send to", "No PACS node is configured yet. Add one on the command line: "
-                                    "medview pacs nodes add NAME AE@HOST:PORT")
+            QMessageBox.information(self, "Send to", "No PACS node is configured yet. Add one with File > DICOM "
+                                    "nodes… (or medview pacs nodes add NAME AE@HOST:PORT)")
             return None
         if node_name is None:
             node_name, ok = QInputDialog.getItem(self, "Send to", "Node:", names, 0, False)
@@ -320,10 +371,9 @@ class StudyBrowser(QWidget):
         if node is None:
             self.status.setText(f"No node named {node_name}")
             return None
-        from medview.app.studies import send_study
+        from medview.app.studies import send_studies
 
-        study = self.model.rows[row]["StudyInstanceUID"]
-        worker = Worker(send_study, node, study, str(self.model.db.path), in_process=True)
+        worker = Worker(send_studies, node, studies, str(self.model.db.path), in_process=True)
         worker.signals.progress.connect(lambda f, m: self.status.setText(f"{m} to {node.label} ({100 * f:.0f}%)"))
         worker.signals.finished.connect(lambda r: (self._job_ended(), self.status.setText(
             f"Sent {r['sent']} file(s) to {node.label} in {r['seconds']:.1f} s")))
@@ -346,25 +396,36 @@ class StudyBrowser(QWidget):
 
     # -- removing -----------------------------------------------------------------------------------------
     def remove_selected(self, confirm: bool = True) -> int:
-        row = self._current_row()
-        if row < 0 or self.model.db is None:
+        """Forget the selected studies (after a confirmation); the number of instances removed."""
+        rows = self._selected_rows()
+        if not rows or self.model.db is None:
             return 0
-        study = self.model.rows[row]
-        name = "" if self.hide_phi() else str(study["PatientName"]).replace("^", " ")
-        question = (f"Remove the study of {name or 'this patient'} ({study['StudyDate'] or 'no date'}, "
-                    f"{study['NumberOfStudyRelatedInstances']} images) from the list? Files medview copied into its "
-                    "store are deleted; files indexed where they are stay on the disk.")
-        if confirm and QMessageBox.question(self, "Remove study", question) != QMessageBox.StandardButton.Yes:
+        studies = [self.model.rows[r] for r in rows]
+        tail = (" Files medview copied into its store are deleted; files indexed where they are stay on the "
+                "disk.")
+        if len(studies) == 1:
+            study = studies[0]
+            name = "" if self.hide_phi() else str(study["PatientName"]).replace("^", " ")
+            question = (f"Remove the study of {name or 'this patient'} ({study['StudyDate'] or 'no date'}, "
+                        f"{study['NumberOfStudyRelatedInstances']} images) from the list?" + tail)
+        else:
+            images = sum(int(s["NumberOfStudyRelatedInstances"] or 0) for s in studies)
+            question = f"Remove {len(studies)} studies ({images} images) from the list?" + tail
+        if confirm and QMessageBox.question(self, "Remove studies", question) != QMessageBox.StandardButton.Yes:
             return 0
-        try:
-            n = self.model.db.remove_study(study["StudyInstanceUID"])
-        except MedviewError as exc:
-            QMessageBox.warning(self, "Remove study", str(exc))
-            return 0
+        n = 0
+        for study in studies:
+            try:
+                n += self.model.db.remove_study(study["StudyInstanceUID"])
+            except MedviewError as exc:
+                QMessageBox.warning(self, "Remove study", str(exc))
+                break
         self.apply_filters()
         return n
 
     def shutdown(self) -> None:
         self._search_timer.stop()
+        self._preview_timer.stop()
         self.cancel_import()
+        self.preview.shutdown()
         self.model.close()
