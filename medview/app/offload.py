@@ -159,6 +159,9 @@ def _child_main(conn: Any, owner: int) -> None:
     """The job's process: receive the job, run it reporting progress, send its result or its error, and wait
     until the owner has mapped the result's memory files (they close with this process)."""
     parallel._init_worker(owner)  # lower priority, quiet output, end with the owner
+    from medview.io.dicom import worker_imports  # preloaded by the fork server: never import it in the owner
+
+    worker_imports.allow_again()  # the fork server blocks requests for the decode workers; a job may need it
     fds: list[int] = []
     try:
         fn, args, kwargs = _loads(conn.recv_bytes(), private=True)

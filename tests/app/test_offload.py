@@ -40,3 +40,20 @@ def test_cancel_returns_within_the_polling_interval() -> None:
     with pytest.raises(CancelledError):
         run_in_process(_slow, 3.0, task=task)
     assert time.perf_counter() - start < 1.0
+
+
+def _imports_requests(task=None) -> str:
+    import requests  # dicomweb-client's transport: a DICOMweb retrieve from the PACS panel runs in a job process
+
+    return requests.__name__
+
+
+def test_a_job_process_can_import_what_the_decode_workers_may_not() -> None:
+    """The fork server that starts the job processes preloads medview.io.dicom.worker_imports, which blocks
+    ``requests`` for the decode workers; the PACS panel's WADO-RS retrieve then failed with 'import of requests
+    halted; None in sys.modules'."""
+    from medview.io.dicom import parallel
+
+    if not parallel.isolation_available():
+        pytest.skip("no job processes here")
+    assert run_in_process(_imports_requests, own_process=True) == "requests"

@@ -106,6 +106,12 @@ def test_a_bad_local_setting_keeps_the_dialog_open(qtbot) -> None:
     assert dialog.result() != dialog.DialogCode.Accepted and not nodes_path().exists()
 
 
+def _wait_verified(qtbot, dialog, worker) -> None:
+    """Until the dialog says the outcome: ``worker.done`` is set in the worker's thread before its signal is
+    delivered, so the status label changes a moment later, in the GUI thread."""
+    qtbot.waitUntil(lambda: worker.done and not dialog.status.text().startswith("Verifying"), timeout=20_000)
+
+
 def test_verify_echoes_the_node_in_the_form(qtbot) -> None:
     from medview.qt.workers import wait_for_all
 
@@ -114,11 +120,11 @@ def test_verify_echoes_the_node_in_the_form(qtbot) -> None:
         dialog = _dialog(qtbot)
         _fill(dialog, "peer", "PEER", "127.0.0.1", port)
         worker = dialog.verify()  # not applied, not saved: Verify uses the form
-        qtbot.waitUntil(lambda: worker.done, timeout=20_000)
+        _wait_verified(qtbot, dialog, worker)
         assert "C-ECHO ok" in dialog.status.text(), dialog.status.text()
     _fill(dialog, "down", "NOBODY", "127.0.0.1", free_port())
     worker = dialog.verify()
-    qtbot.waitUntil(lambda: worker.done, timeout=20_000)
+    _wait_verified(qtbot, dialog, worker)
     assert "Verify failed" in dialog.status.text() and "connection refused" in dialog.status.text()
     wait_for_all()
 

@@ -98,7 +98,8 @@ def test_one_series_of_a_study_is_retrieved_alone(qtbot, orthanc, tmp_path: Path
     from medview.qt.panels.query_retrieve import WEB_PREFIX, QueryRetrievePanel
     from medview.qt.workers import wait_for_all
 
-    first, second = _two_series_study(tmp_path, "SERIES^ONLY", f"TEST05{kind[:2].upper()}", seed=40)
+    name = f"SERIES^ONLY{kind.upper()}"  # the Orthanc is the module's: each run finds its own study only
+    first, second = _two_series_study(tmp_path, name, f"TEST05{kind[:2].upper()}", seed=40)
     orthanc.upload(first + second)
     study = str(pydicom.dcmread(first[0]).StudyInstanceUID)
     wanted = str(pydicom.dcmread(second[0]).SeriesInstanceUID)
@@ -114,9 +115,11 @@ def test_one_series_of_a_study_is_retrieved_alone(qtbot, orthanc, tmp_path: Path
     try:
         panel.nodes.setCurrentIndex(panel.nodes.findData(choice))
         assert panel.nodes.currentData() == choice
-        panel.search.setText("SERIES^ONLY")
+        panel.search.setText(name)
         panel.find()
-        qtbot.waitUntil(lambda: panel.worker.done, timeout=20_000)
+        # done is set in the worker's thread before its signal reaches the panel: wait for the panel's answer
+        qtbot.waitUntil(lambda: panel.worker.done and not panel.status.text().startswith("Searching"),
+                        timeout=20_000)
         assert panel.tree.topLevelItemCount() == 1, panel.status.text()
         row = panel.tree.topLevelItem(0)
         panel.tree.expandItem(row)
