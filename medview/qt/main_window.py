@@ -76,6 +76,22 @@ def save_pixmap(pixmap, path: str, fmt: str | None = "PNG") -> bool:
     return True
 
 
+def _title(volume: Volume) -> str:
+    """What the window's title names: the series' description, else the file or folder it came from; a series
+    opened from the study database (its source is the database file) by its modality, number and date.  Never a
+    patient's name or ID."""
+    meta = volume.metadata
+    if meta.series_description:
+        return meta.series_description
+    source = os.path.basename(meta.source.rstrip("/"))
+    if source and not source.endswith(".sqlite"):
+        return source
+    date = meta.study_date
+    when = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date
+    number = f"series {meta.series_number}" if meta.series_number is not None else "series"
+    return " ".join(part for part in (meta.modality, number, f"of {when}" if when else "") if part)
+
+
 class MainWindow(QMainWindow):
     """Top-level window.  ``load_finished`` fires after a volume is fully shown (tests, screenshots)."""
 
@@ -638,8 +654,7 @@ class MainWindow(QMainWindow):
         self._auto_labels()
         self.browser.start_thumbnails()
         self.grid.preload_3d()
-        title = volume.metadata.series_description or os.path.basename(volume.metadata.source.rstrip("/"))
-        self.setWindowTitle(f"medview - {title}")
+        self.setWindowTitle(f"medview - {_title(volume)}")
         if volume.warnings:
             self.statusBar().showMessage("Warning: " + " | ".join(volume.warnings), 15000)
         self.load_finished.emit(volume)

@@ -126,6 +126,8 @@ def test_one_series_of_a_study_is_retrieved_alone(qtbot, orthanc, tmp_path: Path
         qtbot.waitUntil(lambda: row.childCount() == 2, timeout=20_000)
         assert [row.child(i).text(5) for i in range(2)] == ["FIRST series", "SECOND series"]
         assert [row.child(i).text(4) for i in range(2)] == ["4", "3"]
+        # the first column (all a narrow dock shows) says which series it is
+        assert row.child(1).text(0) == "Series 2 · CT · 3 images · SECOND series", row.child(1).text(0)
         row.child(1).setSelected(True)
         assert panel.selected_targets() == [(study, wanted)]
         with qtbot.waitSignal(panel.retrieved, timeout=60_000) as done:

@@ -80,6 +80,8 @@ def test_import_search_open_and_remove(qtbot, window: MainWindow, tmp_path: Path
     assert loaded.signal_triggered, (failures, requested, window.statusBar().currentMessage())
     volume = loaded.args[0]
     assert volume.metadata.patient_id == "TEST0002" and volume.array.shape[0] == 8
+    title = window.windowTitle()  # opened from the index: the series, not the database file; no patient
+    assert title == f"medview - {volume.metadata.series_description}" and "DOE" not in title, title
 
     # remove asks first; No keeps the study
     asked = []
@@ -203,3 +205,22 @@ def test_series_with_thumbnails_several_studies_and_a_copied_zip(qtbot, window: 
     assert panel.model.rowCount() == 0
     assert not list((medview_data_dir / "store").rglob("*.dcm"))  # the copies medview owned are deleted
     assert len(list((tmp_path / "jane").glob("*.dcm"))) == 6  # files indexed where they are stay
+
+
+def test_the_title_of_a_series_from_the_index_without_a_description() -> None:
+    """It named the database file ('medview - studies.sqlite') for every series without a description."""
+    import numpy as np
+
+    from medview.core.geometry import Geometry
+    from medview.core.volume import Volume, VolumeMetadata
+    from medview.qt.main_window import _title
+
+    def volume(**meta) -> Volume:
+        return Volume(np.zeros((2, 2, 2), np.int16), Geometry((2, 2, 2)),
+                      VolumeMetadata(patient_name="DOE^JANE", patient_id="TEST0009", **meta))
+
+    assert _title(volume(source="/data/studies.sqlite", modality="CT", series_number=3,
+                         study_date="20200320")) == "CT series 3 of 2020-03-20"
+    assert _title(volume(source="/data/studies.sqlite", modality="MR")) == "MR series"
+    assert _title(volume(source="/data/studies.sqlite", series_description="T1 axial")) == "T1 axial"
+    assert _title(volume(source="/cases/lung1/", modality="CT")) == "lung1"

@@ -319,9 +319,14 @@ class QueryRetrievePanel(QWidget):
         for row in sorted(series, key=lambda r: (r.get("SeriesNumber") is None, r.get("SeriesNumber") or 0)):
             number = row.get("SeriesNumber")
             label = f"Series {number}" if number is not None else "Series"
-            child = QTreeWidgetItem([label, "", "", _cell("Modality", row.get("Modality")),
-                                     _cell("", row.get("NumberOfSeriesRelatedInstances")),
-                                     _cell("", row.get("SeriesDescription"))])
+            modality = _cell("Modality", row.get("Modality"))
+            count = _cell("", row.get("NumberOfSeriesRelatedInstances"))
+            description = _cell("", row.get("SeriesDescription"))
+            # the dock is narrow: the first column says what the series is, the others stay sortable
+            summary = " · ".join(part for part in (label, modality, f"{count} images" if count else "", description)
+                                 if part)
+            child = QTreeWidgetItem([summary, "", "", modality, count, description])
+            child.setToolTip(0, summary)
             child.setData(0, STUDY_ROLE, study)
             child.setData(0, SERIES_ROLE, row.get("SeriesInstanceUID"))
             item.addChild(child)
