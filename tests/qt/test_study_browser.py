@@ -175,11 +175,17 @@ def test_series_with_thumbnails_several_studies_and_a_copied_zip(qtbot, window: 
     qtbot.waitUntil(lambda: panel.preview.thumbnails_ready() == 2, timeout=30_000)
     items = [panel.preview.tree.topLevelItem(i) for i in range(2)]
     assert all(not it.icon(0).isNull() for it in items)
+    assert panel.preview.status.text() == "DOE JANE · 2024-01-05 · CT: 2 series"  # the study, not its UID
     target = next(it for it in items if "SECOND" in it.text(0))
     assert target.data(0, Qt.ItemDataRole.UserRole + 1) == second
     with qtbot.waitSignal(window.load_finished, timeout=20_000) as loaded:
         panel.preview.tree.itemActivated.emit(target, 0)  # double-click / Enter on the series
     assert loaded.args[0].array.shape[0] == 4 and window.current_path == jane
+    window.state.set_hide_phi(True)
+    panel.table.clearSelection()
+    panel.table.selectRow(row_of[jane])
+    qtbot.waitUntil(lambda: panel.preview.status.text() == "2024-01-05 · CT: 2 series", timeout=10_000)
+    window.state.set_hide_phi(False)
 
     # both studies selected: Open lists the series of both in the Series tab and shows the first study's
     panel.table.selectAll()

@@ -85,6 +85,7 @@ class SeriesBrowser(QWidget):
         super().__init__(parent)
         self.thumbnail_size = thumbnail_size
         self.path = ""
+        self.title: str | None = None  # what the header names instead of the path (scan_path)
         self.series: list = []
         self._workers: list[Worker] = []  # running jobs stay referenced until they end
         self._scan_worker: Worker | None = None
@@ -140,8 +141,10 @@ class SeriesBrowser(QWidget):
                 item.setText(0, text)
 
     # -- public API -----------------------------------------------------------------------------
-    def scan_path(self, path: str) -> None:
-        """Scan ``path`` (folder, file or zip) in a worker, then list what it holds."""
+    def scan_path(self, path: str, title: str | None = None) -> None:
+        """Scan ``path`` (folder, file or zip) in a worker, then list what it holds; the header names ``title``
+        (a study's date and modalities) instead of the path when given."""
+        self.title = title
         if self._scan_worker is not None:
             self._scan_worker.cancel()
         worker = Worker(scan, path)
@@ -169,7 +172,8 @@ class SeriesBrowser(QWidget):
             self._add_row(info)
         skipped = getattr(series, "skipped", None) or []
         note = f"; {len(skipped)} file(s) skipped" if skipped else ""
-        name = os.path.basename(path.rstrip(os.sep)) or path
+        name = self.title or os.path.basename(path.rstrip(os.sep)) or path
+        self.title = None
         if len(name) > 40:  # a study UID from the database, a long folder name: the panel keeps its width
             name = f"{name[:18]}…{name[-12:]}"
         self.status.setText(f"{name}: {len(self.series)} series{note}")

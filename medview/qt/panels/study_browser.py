@@ -259,11 +259,20 @@ class StudyBrowser(QWidget):
         """The series of the one selected study, with thumbnails, below the list."""
         studies = self.selected_studies()
         if len(studies) == 1:
-            self.preview.scan_path(studies[0])
+            self.preview.scan_path(studies[0], self._study_title(self.model.rows[self._selected_rows()[0]]))
         else:
             self.preview.set_scan("", [])
             self.preview.status.setText(f"{len(studies)} studies selected: Open lists all their series"
                                         if studies else "Select a study to see its series")
+
+    def _study_title(self, row: dict) -> str:
+        """How the preview names a study: patient (unless Hide PHI is on), date, modalities; not its UID."""
+        date = str(row.get("StudyDate") or "")
+        modalities = row.get("ModalitiesInStudy") or ""
+        parts = [] if self.hide_phi() else [str(row.get("PatientName") or "").replace("^", " ").strip()]
+        parts += [f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else date,
+                  "/".join(modalities) if isinstance(modalities, list) else str(modalities)]
+        return " · ".join(p for p in parts if p) or "This study"
 
     # -- importing ----------------------------------------------------------------------------------------
     def import_paths(self, paths: list[str] | None = None, copy: bool | None = None,
