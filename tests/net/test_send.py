@@ -91,3 +91,73 @@ def test_cli_send(orthanc, node, tmp_path, capsys):
     assert run_pacs(["send", node.address, str(tmp_path / "cli-send")]) == 0
     assert capsys.readouterr().out.startswith(f"sent 4 file(s) to {node.address} in ")
     assert [r["NumberOfStudyRelatedInstances"] for r in dimse.find(node, "STUDY", patient_id="TEST0300")] == [4]
+
+
+@pytest.mark.parametrize("only_implicit", [False, True])
+def test_send_to_dcmtk_as_stored_or_converted_when_the_peer_wants_another_syntax(tmp_path, only_implicit):
+    """A file whose own transfer syntax the peer accepts goes out byte for byte (pynetdicom streams it from the
+    disk); one it does not (DCMTK's storescp +xi takes Implicit VR Little Endian only) is read and converted.
+    DCMTK's storescp is the independent receiver; +B writes what arrived without re-encoding it."""
+    import subprocess
+    import time
+
+    import numpy as np
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    from tests.conftest import require_tool
+    from tests.net.orthanc import free_port
+
+    storescp = require_tool("storescp")
+    files = make_ct_series(tmp_path / "src", patient_name="SEND^DCMTK", patient_id="TEST0701", study_date="20240102",
+                           slices=3, size=16, seed=7)
+    received = tmp_path / "rx"
+    received.mkdir()
+    port = free_port()
+    args = [storescp, "--output-directory", str(received), "-aet", "DCMTKRX", "+B"]
+    args += ["+xi"] if only_implicit else []
+    server = subprocess.Popen([*args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        peer = Node(name="dcmtk", ae_title="DCMTKRX", host="127.0.0.1", port=port)
+        for _ in range(50):  # until storescp listens
+            try:
+                dimse.echo(peer, timeout=2.0)
+                break
+            except NetworkError:
+                time.sleep(0.1)
+        result = dimse.send(peer, files)
+        assert result["sent"] == 3, result
+        deadline = time.time() + 10
+        while len(list(received.iterdir())) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(10)
+    by_uid = {str(pydicom.dcmread(f).SOPInstanceUID): f for f in files}
+    arrived = [pydicom.dcmread(f) for f in received.iterdir()]
+    assert sorted(str(ds.SOPInstanceUID) for ds in arrived) == sorted(by_uid)
+    for ds in arrived:
+        source = pydicom.dcmread(by_uid[str(ds.SOPInstanceUID)])
+        assert ds.file_meta.TransferSyntaxUID == (ImplicitVRLittleEndian if only_implicit else ExplicitVRLittleEndian)
+        assert np.array_equal(ds.pixel_array, source.pixel_array)
+        assert ds.PatientID == "TEST0701" and ds.ImagePositionPatient == source.ImagePositionPatient
+        if not only_implicit:  # sent as stored: the data set's bytes are the file's, after its meta
+            raw = by_uid[str(ds.SOPInstanceUID)].read_bytes()
+            got = next(f for f in received.iterdir() if pydicom.dcmread(f).SOPInstanceUID == ds.SOPInstanceUID)
+            assert got.read_bytes().endswith(raw[-(len(raw) - _meta_end(raw)):])
+
+
+def _meta_end(data: bytes) -> int:
+    """Where the data set starts in a Part 10 file: after the preamble, 'DICM' and the group 2 elements."""
+    import struct
+
+    offset = 132
+    while data[offset:offset + 2] == b"\x02\x00":
+        vr = data[offset + 4:offset + 6]
+        if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR", b"OF", b"OD", b"OL", b"OV"):
+            length = struct.unpack("<I", data[offset + 8:offset + 12])[0]
+            offset += 12 + length
+        else:
+            length = struct.unpack("<H", data[offset + 6:offset + 8])[0]
+            offset += 8 + length
+    return offset

@@ -102,7 +102,10 @@ def _sop_classes(names: Iterable[str]) -> list[str]:
 def _ae(node: Node, timeout: float):
     from pynetdicom import AE
 
+    from medview.io.net.dimse import RECEIVE_PDU_BYTES
+
     ae = AE(ae_title=node.local_ae)
+    ae.maximum_pdu_size = RECEIVE_PDU_BYTES
     ae.connection_timeout = timeout
     ae.acse_timeout = timeout
     ae.dimse_timeout = max(timeout, 60.0)  # a retrieve's responses may be far apart

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from medview.io.net.dimse import RECEIVE_PDU_BYTES
 from medview.io.net.nodes import NetworkError, check_ae_title
 from medview.io.net.retrieve import _TRANSFER_SYNTAXES, RETRIEVE_STORAGE_CLASSES, _no_delay, _sop_classes
 
@@ -99,6 +100,7 @@ class StorageSCP:
         from pynetdicom import AE, evt
 
         ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = RECEIVE_PDU_BYTES
         for uid in _sop_classes(RETRIEVE_STORAGE_CLASSES):
             ae.add_supported_context(uid, list(_TRANSFER_SYNTAXES))
         ae.add_supported_context("1.2.840.10008.1.1")  # Verification: a C-ECHO answers
