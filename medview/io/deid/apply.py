@@ -1,0 +1,218 @@
+"""Apply the profile to a data set: every attribute of Table E.1-1 with its action, recursively in every item of
+every sequence, private attributes removed, UIDs replaced by the keyed mapping, the patient by a pseudonym, and
+the de-identification recorded in the data set (PS3.15 E.1.1: Patient Identity Removed, De-identification
+Method and its code sequence, CID 7050).
+
+Actions (PS3.15 E.1.1):
+
+* X removes the attribute; Z keeps it empty (a sequence without items); D puts a dummy value of its VR;
+* K keeps it (a sequence is kept, and its items are de-identified like the data set);
+* C cleans it: a date or time under Retain Longitudinal Temporal Information with Modified Dates is shifted by
+  the patient's offset (intervals between a patient's studies are kept); any other C (Clean Descriptors, Clean
+  Structured Content, Clean Graphics, Retain Safe Private) is not implemented yet and is treated as X, the
+  conservative end of "replace with values of similar meaning known not to identify";
+* U replaces a UID by :func:`medview.io.deid.keys.map_uid` (the same everywhere the key is shared).
+
+Attributes the table does not list are kept (pixel data, geometry), sequences among them walked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from medview.io.deid.keys import map_uid, pseudonym
+from medview.io.deid.profile import Options, Profile
+
+# dummy values by VR (D): valid for the VR, identifying nothing
+DUMMY = {"PN": "ANONYMOUS", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "LT": "ANONYMIZED", "ST": "ANONYMIZED",
+         "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED", "AE": "ANONYMIZED", "DA": "19000101",
+         "TM": "000000", "DT": "19000101000000", "AS": "000Y", "IS": "0", "DS": "0", "UR": "", "UI": None}
+NUMERIC_VRS = {"US": 0, "SS": 0, "UL": 0, "SL": 0, "FL": 0.0, "FD": 0.0, "UV": 0, "SV": 0}
+# CID 7050 De-identification Method: (code, meaning) per option; the basic profile first
+METHOD_CODES = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_graphics": ("113103", "Clean Graphics Option"),
+    "clean_structured_content": ("113104", "Clean Structured Content Option"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
+    "retain_longitudinal_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+    "retain_longitudinal_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates "
+                                                     "Option"),
+    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_device_identity": ("113109", "Retain Device Identity Option"),
+    "retain_uids": ("113110", "Retain UIDs Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
+    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
+}
+
+
+@dataclass
+class Change:
+    """What happened to one attribute (for the preview: tag, before, after); ``path`` names the sequence items."""
+
+    path: str
+    keyword: str
+    action: str
+    before: str
+    after: str
+
+
+@dataclass
+class Deidentifier:
+    """The profile, the options and the key of one run; ``dataset(ds)`` de-identifies ``ds`` in place."""
+
+    profile: Profile
+    options: Options
+    key: bytes
+    pseudonyms: dict[str, str] = field(default_factory=dict)  # real patient ID -> pseudonym (a user's CSV)
+    date_offset: Callable[[str], int] | None = None  # patient ID -> days, for modified dates (None: keyed)
+    record: bool = False  # keep the list of changes (the GUI's preview); off for speed
+    changes: list[Change] = field(default_factory=list)
+
+    def patient_pseudonym(self, patient_id: str) -> str:
+        return self.pseudonyms.get(patient_id.strip()) or pseudonym(patient_id, self.key)
+
+    def offset_days(self, patient_id: str) -> int:
+        """The patient's date shift (Modified Dates): keyed, between 1 and 3,650 days back, the same for every
+        file of the patient under the key, so intervals between studies are kept."""
+        if self.date_offset is not None:
+            return self.date_offset(patient_id)
+        import hashlib
+        import hmac
+
+        digest = hmac.new(self.key, b"dates\0" + patient_id.strip().encode("utf-8"), hashlib.sha256).digest()
+        return -(1 + int.from_bytes(digest[:4], "big") % 3650)
+
+    def dataset(self, ds: Dataset) -> Dataset:
+        patient_id = str(ds.get("PatientID", "") or "")
+        days = self.offset_days(patient_id) if self.options.retain_longitudinal_modified_dates else 0
+        self._walk(ds, "", days)
+        ds.PatientID = self.patient_pseudonym(patient_id)
+        ds.PatientName = ds.PatientID  # the pseudonym names the patient too (a viewer's list shows it)
+        ds.PatientIdentityRemoved = "YES"
+        picked = ["basic", *self.options.picked()]
+        ds.DeidentificationMethod = "; ".join(METHOD_CODES[p][1] for p in picked)[:64]
+        items = []
+        for name in picked:
+            code, meaning = METHOD_CODES[name]
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code, "DCM", meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        return ds
+
+    # -- the walk ------------------------------------------------------------------------------------------
+    def _walk(self, ds: Dataset, path: str, days: int) -> None:
+        for elem in list(ds):
+            tag = int(elem.tag)
+            if tag >> 16 == 0x0002:
+                continue  # file meta: rewritten by the writer
+            action = self.profile.action(tag, self.options)
+            if action is None or action == "K" or (action == "U" and elem.VR == "SQ"):
+                # kept, or a sequence whose UIDs are replaced (X/Z/U*: Referenced Image Sequence, ...): its items
+                # are de-identified like the data set (their UIDs are U rows of the table)
+                if elem.VR == "SQ":
+                    for i, item in enumerate(elem.value or []):
+                        self._walk(item, f"{path}{elem.keyword or elem.tag}[{i}].", days)
+                continue
+            before = _text(elem) if self.record else ""
+            if action == "X" or (action == "C" and not _shiftable(elem, days)):
+                del ds[elem.tag]
+                after = "(removed)"
+            elif action == "Z":
+                elem.value = Sequence() if elem.VR == "SQ" else ("" if elem.VR not in NUMERIC_VRS else None)
+                after = ""
+            elif action == "D":
+                _dummy(elem, self.key)
+                after = _text(elem) if self.record else ""
+            elif action == "U":
+                elem.value = _map_uids(elem.value, self.key)
+                after = _text(elem) if self.record else ""
+            else:  # C of a date or time under Modified Dates
+                elem.value = _shift(elem.VR, elem.value, days)
+                after = _text(elem) if self.record else ""
+            if self.record:
+                self.changes.append(Change(path, elem.keyword or str(elem.tag), action, before, after))
+
+
+def _text(elem: DataElement) -> str:
+    if elem.VR == "SQ":
+        return f"({len(elem.value or [])} item(s))"
+    if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        return f"({len(elem.value or b'')} bytes)"
+    return str(elem.value)[:200]
+
+
+def _map_uids(value, key: bytes):
+    if isinstance(value, MultiValue | list | tuple):
+        return [map_uid(str(v), key) for v in value]
+    return map_uid(str(value or ""), key)
+
+
+def _dummy(elem: DataElement, key: bytes) -> None:
+    if elem.VR == "SQ":
+        elem.value = Sequence()
+    elif elem.VR == "UI":
+        elem.value = _map_uids(elem.value, key)
+    elif elem.VR in NUMERIC_VRS:
+        elem.value = NUMERIC_VRS[elem.VR]
+    elif elem.VR in DUMMY:
+        elem.value = DUMMY[elem.VR]
+    else:  # binary VRs: no dummy means anything; empty
+        elem.value = b""
+
+
+def _shiftable(elem: DataElement, days: int) -> bool:
+    return days != 0 and elem.VR in ("DA", "DT") and bool(elem.value)
+
+
+def _shift(vr: str, value, days: int):
+    """A DA or DT value (or several) moved by ``days``; a value that does not parse is emptied (it could hold
+    anything)."""
+    values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    out = []
+    for v in values:
+        text = str(v)
+        try:
+            day = dt.datetime.strptime(text[:8], "%Y%m%d").date() + dt.timedelta(days=days)
+        except ValueError:
+            out.append("")
+            continue
+        out.append(day.strftime("%Y%m%d") + (text[8:] if vr == "DT" else ""))
+    return out if len(out) > 1 else out[0]
+
+
+def deidentify_file(source: str, target: str, deidentifier: Deidentifier) -> Dataset:
+    """Read ``source``, de-identify it and write it to ``target`` (atomically: a reader never sees half a file;
+    ``target`` must not be ``source``); the file meta is rewritten to match (Media Storage SOP Instance UID, no
+    source AE title).  Returns the de-identified data set."""
+    import io
+    import os
+
+    import pydicom
+
+    from medview.core.atomic import atomic_write_bytes
+
+    if os.path.abspath(source) == os.path.abspath(target):
+        raise ValueError("de-identification never writes over its input")
+    ds = pydicom.dcmread(source)
+    deidentifier.dataset(ds)
+    meta = ds.file_meta
+    if "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
+                    "ReceivingApplicationEntityTitle", "SourcePresentationAddress", "SendingPresentationAddress",
+                    "ReceivingPresentationAddress", "PrivateInformationCreatorUID", "PrivateInformation"):
+        if keyword in meta:
+            delattr(meta, keyword)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    atomic_write_bytes(target, buffer.getvalue())
+    return ds
