@@ -32,6 +32,7 @@ VERB_MODULES = {
     "db": "medview.cli.db_cmd",
     "pacs": "medview.cli.pacs_cmd",
     "web": "medview.cli.web_cmd",
+    "anonymize": "medview.cli.anonymize_cmd",
 }
 VERBS = ("info", "convert", "view", "render", "mesh", "drr", "filter", "segment", "labels", "export-seg", "models",
          "infer", "detect", *VERB_MODULES)

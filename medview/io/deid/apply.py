@@ -188,21 +188,11 @@ def _shift(vr: str, value, days: int):
     return out if len(out) > 1 else out[0]
 
 
-def deidentify_file(source: str, target: str, deidentifier: Deidentifier) -> Dataset:
-    """Read ``source``, de-identify it and write it to ``target`` (atomically: a reader never sees half a file;
-    ``target`` must not be ``source``); the file meta is rewritten to match (Media Storage SOP Instance UID, no
-    source AE title).  Returns the de-identified data set."""
+def encode_file(ds: Dataset) -> bytes:
+    """The de-identified data set as a Part 10 file: the file meta rewritten to match (Media Storage SOP Instance
+    UID; no source, sending or receiving AE title or address, no private information)."""
     import io
-    import os
 
-    import pydicom
-
-    from medview.core.atomic import atomic_write_bytes
-
-    if os.path.abspath(source) == os.path.abspath(target):
-        raise ValueError("de-identification never writes over its input")
-    ds = pydicom.dcmread(source)
-    deidentifier.dataset(ds)
     meta = ds.file_meta
     if "SOPInstanceUID" in ds:
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -213,6 +203,23 @@ def deidentify_file(source: str, target: str, deidentifier: Deidentifier) -> Dat
             delattr(meta, keyword)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def deidentify_file(source: str, target: str, deidentifier: Deidentifier) -> Dataset:
+    """Read ``source``, de-identify it and write it to ``target`` (atomically: a reader never sees half a file;
+    ``target`` must not be ``source``).  Returns the de-identified data set."""
+    import os
+
+    import pydicom
+
+    from medview.core.atomic import atomic_write_bytes
+
+    if os.path.abspath(source) == os.path.abspath(target):
+        raise ValueError("de-identification never writes over its input")
+    ds = pydicom.dcmread(source)
+    deidentifier.dataset(ds)
+    data = encode_file(ds)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    atomic_write_bytes(target, buffer.getvalue())
+    atomic_write_bytes(target, data)
     return ds
