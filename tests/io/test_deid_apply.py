@@ -100,3 +100,23 @@ def test_a_file_is_never_written_over(tmp_path, deidentifier: Deidentifier) -> N
     source, _ = _phi_file(tmp_path)
     with pytest.raises(ValueError, match="never writes over"):
         deidentify_file(str(source), str(source), deidentifier)
+
+
+def test_clean_descriptors_keeps_descriptions_without_the_identities(tmp_path) -> None:
+    source, _ = _phi_file(tmp_path)
+    ds = pydicom.dcmread(source)
+    ds.ImageComments = "Follow-up of Alice Smith (TEST7301), born 1961-02-03, see ACC99173"
+    ds.SeriesDescription = "Axial 5mm"
+    ds.save_as(source, enforce_file_format=True)
+    target = tmp_path / "out.dcm"
+    deidentify_file(str(source), str(target), Deidentifier(load_profile(), Options(clean_descriptors=True),
+                                                           b"k" * 32))
+    data = target.read_bytes()
+    for identifier in IDENTIFIERS:
+        assert identifier.lower() not in data.lower(), identifier
+    written = pydicom.dcmread(target)
+    assert written.StudyDescription == "CT for *** ***"
+    assert written.ImageComments == "Follow-up of *** *** (***), born ***, see ***"
+    assert written.SeriesDescription == "Axial 5mm"  # nothing identifying: kept as it was
+    assert "RequestAttributesSequence" in written  # C of a sequence: kept, its items de-identified
+    assert "RequestedProcedureID" not in written.RequestAttributesSequence[0]

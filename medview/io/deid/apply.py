@@ -19,6 +19,7 @@ Attributes the table does not list are kept (pixel data, geometry), sequences am
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,7 @@ class Deidentifier:
     date_offset: Callable[[str], int] | None = None  # patient ID -> days, for modified dates (None: keyed)
     record: bool = False  # keep the list of changes (the GUI's preview); off for speed
     changes: list[Change] = field(default_factory=list)
+    _identifiers: re.Pattern | None = field(default=None, repr=False)
 
     def patient_pseudonym(self, patient_id: str) -> str:
         return self.pseudonyms.get(patient_id.strip()) or pseudonym(patient_id, self.key)
@@ -92,6 +94,7 @@ class Deidentifier:
     def dataset(self, ds: Dataset) -> Dataset:
         patient_id = str(ds.get("PatientID", "") or "")
         days = self.offset_days(patient_id) if self.options.retain_longitudinal_modified_dates else 0
+        self._identifiers = _identifiers(ds) if self.options.clean_descriptors else None
         self._walk(ds, "", days)
         ds.PatientID = self.patient_pseudonym(patient_id)
         ds.PatientName = ds.PatientID  # the pseudonym names the patient too (a viewer's list shows it)
@@ -121,8 +124,16 @@ class Deidentifier:
                     for i, item in enumerate(elem.value or []):
                         self._walk(item, f"{path}{elem.keyword or elem.tag}[{i}].", days)
                 continue
+            if action == "C" and elem.VR == "SQ":  # cleaned: kept, its items de-identified attribute by attribute
+                for i, item in enumerate(elem.value or []):
+                    self._walk(item, f"{path}{elem.keyword or elem.tag}[{i}].", days)
+                continue
             before = _text(elem) if self.record else ""
-            if action == "X" or (action == "C" and not _shiftable(elem, days)):
+            if action == "C" and elem.VR in TEXT_VRS and self.options.clean_descriptors and self._identifiers:
+                elem.value = _clean_text(elem.value, self._identifiers)
+                after = _text(elem) if self.record else ""
+            elif action == "X" or (action == "C" and not _shiftable(elem, days)):
+                # a C this code cannot clean (structured content, graphics, private values): removed
                 del ds[elem.tag]
                 after = "(removed)"
             elif action == "Z":
@@ -139,6 +150,51 @@ class Deidentifier:
                 after = _text(elem) if self.record else ""
             if self.record:
                 self.changes.append(Change(path, elem.keyword or str(elem.tag), action, before, after))
+
+
+TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+# what names a patient or a person in a data set: every PN value, and these (Clean Descriptors removes each from
+# the descriptions it keeps)
+IDENTIFYING = frozenset({0x00100020, 0x00101000, 0x00080050, 0x00100030, 0x00101040, 0x00102154, 0x00101090,
+                         0x00380010})  # patient ID, other IDs, accession, birth date,
+# address, telephone, medical record locator, admission ID
+
+
+def _identifiers(ds: Dataset) -> re.Pattern | None:
+    """One pattern matching, case-insensitively, every name part and identifier found anywhere in ``ds``."""
+    found: set[str] = set()
+
+    def visit(d: Dataset) -> None:
+        for elem in d:
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    visit(item)
+                continue
+            values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
+            if elem.VR == "PN":
+                for v in values:
+                    found.update(t for t in re.split(r"[\^=\s,]+", str(v)) if len(t) >= 2)
+            elif int(elem.tag) in IDENTIFYING:
+                for v in values:
+                    text = str(v or "").strip()
+                    if len(text) >= 3:
+                        found.add(text)
+                        if elem.VR == "DA" and len(text) == 8:  # the dates people write
+                            found.update({f"{text[:4]}-{text[4:6]}-{text[6:]}", f"{text[6:]}.{text[4:6]}.{text[:4]}",
+                                          f"{text[4:6]}/{text[6:]}/{text[:4]}"})
+                        found.update(t for t in re.split(r"[\s,]+", text) if len(t) >= 3 and elem.VR != "DA")
+
+    visit(ds)
+    if not found:
+        return None
+    words = sorted(found, key=len, reverse=True)
+    return re.compile("|".join(rf"(?<![0-9A-Za-z]){re.escape(w)}(?![0-9A-Za-z])" for w in words), re.IGNORECASE)
+
+
+def _clean_text(value, pattern: re.Pattern):
+    if isinstance(value, MultiValue | list):
+        return [pattern.sub("***", str(v)) for v in value]
+    return pattern.sub("***", str(value))
 
 
 def _text(elem: DataElement) -> str:
