@@ -5,7 +5,9 @@ Method and its code sequence, CID 7050).
 
 Actions (PS3.15 E.1.1):
 
-* X removes the attribute; Z keeps it empty (a sequence without items); D puts a dummy value of its VR;
+* X removes the attribute; Z keeps it empty (a sequence without items); D puts a dummy value of its VR (a
+  sequence keeps its items' structure, codes, numbers and mapped UIDs, and every text, name or date in them,
+  listed in the table or not, becomes a dummy: a Type 1 sequence stays valid and keeps no free text);
 * K keeps it (a sequence is kept, and its items are de-identified like the data set);
 * C cleans it: a date or time under Retain Longitudinal Temporal Information with Modified Dates is shifted by
   the patient's offset (intervals between a patient's studies are kept); any other C (Clean Descriptors, Clean
@@ -13,7 +15,8 @@ Actions (PS3.15 E.1.1):
   conservative end of "replace with values of similar meaning known not to identify";
 * U replaces a UID by :func:`medview.io.deid.keys.map_uid` (the same everywhere the key is shared).
 
-Attributes the table does not list are kept (pixel data, geometry), sequences among them walked.
+Attributes the table does not list are kept (pixel data, geometry), sequences among them walked.  Overlay and
+curve groups (60xx, 50xx) are removed whole.
 """
 
 from __future__ import annotations
@@ -111,22 +114,30 @@ class Deidentifier:
         return ds
 
     # -- the walk ------------------------------------------------------------------------------------------
-    def _walk(self, ds: Dataset, path: str, days: int) -> None:
+    def _walk(self, ds: Dataset, path: str, days: int, dummy_text: bool = False) -> None:
         for elem in list(ds):
             tag = int(elem.tag)
             if tag >> 16 == 0x0002:
                 continue  # file meta: rewritten by the writer
+            group = tag >> 16
+            if 0x5000 <= group <= 0x601E and group % 2 == 0 and (group <= 0x501E or group >= 0x6000):
+                # overlays (60xx) and curves (50xx) go whole: the table lists their data, but an overlay plane
+                # left without its data is an invalid module, and their labels and descriptions are free text
+                del ds[elem.tag]
+                continue
             action = self.profile.action(tag, self.options)
+            if dummy_text and action is None and elem.VR in DUMMY_IN_ITEMS and tag not in CODE_ATTRIBUTES:
+                action = "D"  # inside a dummy sequence: free text the table does not list is not kept either
             if action is None or action == "K" or (action == "U" and elem.VR == "SQ"):
                 # kept, or a sequence whose UIDs are replaced (X/Z/U*: Referenced Image Sequence, ...): its items
                 # are de-identified like the data set (their UIDs are U rows of the table)
                 if elem.VR == "SQ":
                     for i, item in enumerate(elem.value or []):
-                        self._walk(item, f"{path}{elem.keyword or elem.tag}[{i}].", days)
+                        self._walk(item, f"{path}{elem.keyword or elem.tag}[{i}].", days, dummy_text)
                 continue
             if action == "C" and elem.VR == "SQ":  # cleaned: kept, its items de-identified attribute by attribute
                 for i, item in enumerate(elem.value or []):
-                    self._walk(item, f"{path}{elem.keyword or elem.tag}[{i}].", days)
+                    self._walk(item, f"{path}{elem.keyword or elem.tag}[{i}].", days, dummy_text)
                 continue
             before = _text(elem) if self.record else ""
             if action == "C" and elem.VR in TEXT_VRS and self.options.clean_descriptors and self._identifiers:
@@ -139,6 +150,12 @@ class Deidentifier:
             elif action == "Z":
                 elem.value = Sequence() if elem.VR == "SQ" else ("" if elem.VR not in NUMERIC_VRS else None)
                 after = ""
+            elif action == "D" and elem.VR == "SQ":
+                # a dummy sequence: its items keep their structure (codes, numbers, mapped UIDs) so that a Type 1
+                # sequence stays valid, and every text, name and date in them, listed or not, becomes a dummy
+                for i, item in enumerate(elem.value or []):
+                    self._walk(item, f"{path}{elem.keyword or elem.tag}[{i}].", days, dummy_text=True)
+                after = _text(elem) if self.record else ""
             elif action == "D":
                 _dummy(elem, self.key)
                 after = _text(elem) if self.record else ""
@@ -153,6 +170,10 @@ class Deidentifier:
 
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+DUMMY_IN_ITEMS = TEXT_VRS | {"PN", "DA", "DT", "TM", "AS", "UR"}
+# the attributes of a code (Code Value, Coding Scheme Designator and Version, Code Meaning, Long/URN Code
+# Value): identify a concept, not a person; kept inside dummy sequences
+CODE_ATTRIBUTES = frozenset({0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080119, 0x00080120})
 # what names a patient or a person in a data set: every PN value, and these (Clean Descriptors removes each from
 # the descriptions it keeps)
 IDENTIFYING = frozenset({0x00100020, 0x00101000, 0x00080050, 0x00100030, 0x00101040, 0x00102154, 0x00101090,
