@@ -25,12 +25,7 @@ from medview.core.tasks import TaskContext, check_cancel, report
 from medview.io.deid.apply import Deidentifier, encode_file
 from medview.io.deid.keys import load_key
 from medview.io.deid.pixels import BurnedInTextError, Rect, apply_masks, burned_in_reason, masks_for
-from medview.io.deid.profile import Options, load_profile
-
-# the CLI's --retain words and the options they pick
-RETAIN = {"dates": "retain_longitudinal_full_dates", "modified-dates": "retain_longitudinal_modified_dates",
-          "uids": "retain_uids", "device": "retain_device_identity", "institution": "retain_institution_identity",
-          "patient-characteristics": "retain_patient_characteristics", "safe-private": "retain_safe_private"}
+from medview.io.deid.profile import RETAIN, Options, load_profile
 
 
 class AnonymizeError(MedviewError):

@@ -16,7 +16,7 @@ from medview.core.tasks import TaskContext
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from medview.app.anonymize import RETAIN
+    from medview.io.deid.profile import RETAIN  # light: no pydicom
 
     p = sub.add_parser("anonymize", help="de-identify DICOM (PS3.15 Annex E) into a new folder")
     p.add_argument("input", metavar="IN", help="a DICOM file, a folder, a zip, or a STUDY_UID of the study database")

@@ -36,6 +36,12 @@ COMPOUND = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
 OPTION_PRECEDENCE = {"K": 0, "C": 1, "U": 2, "D": 3, "Z": 4, "X": 5}
 
 
+# the words for the options users pick (the CLI's --retain) and the options they mean
+RETAIN = {"dates": "retain_longitudinal_full_dates", "modified-dates": "retain_longitudinal_modified_dates",
+          "uids": "retain_uids", "device": "retain_device_identity", "institution": "retain_institution_identity",
+          "patient-characteristics": "retain_patient_characteristics", "safe-private": "retain_safe_private"}
+
+
 class ProfileError(MedviewError):
     """The de-identification table cannot be read or an option combination is not allowed."""
 
