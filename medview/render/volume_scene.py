@@ -218,6 +218,7 @@ class VolumeScene:
         self._mappers: dict[str, VolumeMapper] = {}
         self.background_gradients = bool(background_gradients)
         self._pending_full: _GradientJob | None = None  # the full mapper being prepared in a thread
+        self._pending_lod: _GradientJob | None = None  # the LOD mapper too, first: no frame computes gradients
         self._interacting = False
         self._blend_mode = "composite"
         self._preset: TransferFunctionPreset | None = None
@@ -278,7 +279,7 @@ class VolumeScene:
         self._release_mappers()
         self._interacting = bool(progressive)
         self._build_mappers()
-        self.volume_prop.VisibilityOn()
+        self.volume_prop.SetVisibility(int(self._pending_lod is None))  # shown once its first mapper is ready
         for name, mapper in self._slice_mappers.items():
             mapper.SetInputData(self._images["full"])
             self.plane_props[name].SetUserMatrix(frame)
@@ -302,7 +303,9 @@ class VolumeScene:
         return self._mappers.get("lod" if self._interacting or "full" not in self._mappers else "full")
 
     def _on_render_end(self, _obj: object, _event: str) -> None:
-        if self._pending_full is not None:
+        if self._pending_lod is not None:  # the LOD's gradients first (the frame just drawn had no volume)
+            self._pending_lod.start(self.volume_property)
+        elif self._pending_full is not None:
             # after the first (LOD) frame, which it would slow down on a small machine
             self._pending_full.start(self.volume_property)
         # Timed here, not in render(): the interactor's rotation frames are drawn by VTK directly.
@@ -332,11 +335,17 @@ class VolumeScene:
         if self._backend is None or not self._images:
             return  # built at the first render (_on_render_start)
         for level in ("full", "lod"):
-            if level == "full" and self._backend == "cpu" and self.background_gradients:
+            if self._backend == "cpu" and self.background_gradients:
+                # both CPU mappers compute their gradients in a thread (the LOD's first), so that no frame on the
+                # caller's thread does: that pass reports no progress and held the event loop 200-600 ms
                 image = vtkImageData()
-                image.ShallowCopy(self._images["full"])  # the same voxels; a pipeline object of the thread's own
-                mapper = self._new_mapper(image, self._sample_mm["full"])
-                self._pending_full = _GradientJob(mapper, image)
+                image.ShallowCopy(self._images[level])  # the same voxels; a pipeline object of the thread's own
+                mapper = self._new_mapper(image, self._sample_mm[level])
+                if level == "full":
+                    self._pending_full = _GradientJob(mapper, image)
+                else:
+                    self._pending_lod = _GradientJob(mapper, image)
+                    self.volume_prop.VisibilityOff()  # until that mapper is ready
                 continue
             mapper = self._new_mapper(self._images[level], self._sample_mm[level])
             self._add_mapper(level, mapper)
@@ -364,11 +373,25 @@ class VolumeScene:
     @property
     def full_quality_pending(self) -> bool:
         """The full-quality mapper is still being prepared in the background (frames come from the LOD)."""
-        return self._pending_full is not None
+        return self._pending_full is not None or self._pending_lod is not None
 
     def take_full_quality(self, wait_s: float = 0.0) -> bool:
-        """Put the full-quality mapper prepared in the background in place once it is ready (waiting at most
-        ``wait_s``); True when that happened now (the caller renders again)."""
+        """Put the next mapper prepared in the background in place once it is ready (the LOD's, then the full
+        one; waiting at most ``wait_s``); True when that happened now (the caller renders again)."""
+        lod = self._pending_lod
+        if lod is not None:
+            lod.start(self.volume_property)
+            if not lod.done.wait(wait_s):
+                return False
+            self._pending_lod = None
+            self._images["lod"] = lod.image
+            self._add_mapper("lod", lod.mapper)
+            self._apply_lod_factor()
+            self.volume_prop.SetMapper(self.mapper)
+            self.volume_prop.VisibilityOn()
+            if self._pending_full is not None:
+                self._pending_full.start(self.volume_property)
+            return True
         job = self._pending_full
         if job is None:
             return False
@@ -400,8 +423,8 @@ class VolumeScene:
             mapper.SetSampleDistance(self._sample_mm["lod"] * self.lod_factor)
 
     def _release_mappers(self) -> None:
-        if self._pending_full is not None:
-            self._pending_full = None  # the thread finishes on its own; nothing here uses its mapper
+        if self._pending_full is not None or self._pending_lod is not None:
+            self._pending_full = self._pending_lod = None  # the threads finish on their own; their mappers unused
         for mapper in self._mappers.values():
             if self.render_window is not None:
                 mapper.ReleaseGraphicsResources(self.render_window)
@@ -425,7 +448,7 @@ class VolumeScene:
     def begin_interaction(self) -> None:
         """Draw from the LOD input with coarse sampling (the interactor's StartInteractionEvent)."""
         self._interacting = True
-        if self._mappers:
+        if "lod" in self._mappers:
             self.volume_prop.SetMapper(self._mappers["lod"])
 
     def end_interaction(self) -> None:
@@ -682,6 +705,8 @@ class VolumeScene:
         and MinIP that is the first visible voxel, not the extreme one.
         """
         self._check_open()
+        if self.volume is not None and self._pending_lod is not None:
+            self.take_full_quality(wait_s=30.0)  # a click before the first mapper is ready: wait for it
         if self.volume is None or self.volume_prop.GetMapper() is None:
             return None
         threshold = self.pick_opacity
@@ -730,6 +755,8 @@ class VolumeScene:
         ``render=False`` reads the picture shown now (the front buffer) without rendering; ``size`` is ignored.
         """
         self._check_open()
+        if render and self.full_quality_pending:
+            self.wait_full_quality()  # a picture asked for is the full-quality one (the mappers being prepared)
         window = self.render_window
         old = tuple(window.GetSize())
         resize = render and size is not None and tuple(int(v) for v in size) != old
@@ -782,7 +809,11 @@ class VolumeScene:
 
     def wait_full_quality(self, timeout_s: float = 60.0) -> bool:
         """Block until the background full-quality mapper is in place (for scripts and tests)."""
-        return self._pending_full is None or self.take_full_quality(timeout_s)
+        deadline = time.perf_counter() + timeout_s
+        while self.full_quality_pending:
+            if not self.take_full_quality(max(deadline - time.perf_counter(), 0.0)):
+                return False
+        return True
 
     def _check_open(self) -> None:
         if self.renderer is None:

@@ -550,10 +550,13 @@ def test_background_gradients_free_the_caller_and_draw_the_same_pixels(chest_ct)
     with VolumeScene(size=(300, 300), backend="cpu", background_gradients=True) as scene:
         scene.set_volume(chest_ct, "ct-bone")
         scene.set_shading(True)
-        assert scene.full_quality_pending and scene.mapper is scene._mappers["lod"]
-        scene.render()  # the LOD frame; the thread starts after it
+        assert scene.full_quality_pending and scene.mapper is None  # both mappers are being prepared
+        scene.render()  # the first frame: planes only; the LOD's thread starts after it, the full one after that
         gaps, last = [], time.perf_counter()
-        while not scene.take_full_quality():
+        while scene.full_quality_pending:
+            if scene.take_full_quality() and scene.full_quality_pending:
+                assert scene.mapper is scene._mappers["lod"]  # the LOD first, its gradients made in the thread
+                scene.render()
             now = time.perf_counter()
             gaps.append(now - last)
             last = now

@@ -554,8 +554,9 @@ class VolumeView3D(QWidget):
         if self.closed or not self.scene.full_quality_pending:
             self._full_quality_timer.stop()
         elif self.scene.take_full_quality():
-            self._full_quality_timer.stop()
-            self.request_render()  # full quality now (after the settle time if the reader interacts)
+            if not self.scene.full_quality_pending:  # the LOD's mapper came first: the full one is still to come
+                self._full_quality_timer.stop()
+            self.request_render()  # the new mapper now (after the settle time if the reader interacts)
 
     def _render_progress(self) -> bool:
         """The ray caster's progress during a frame: let the event loop run; True abandons the frame."""
