@@ -46,6 +46,7 @@ from medview.qt.panels.measurements import MeasurementsPanel
 from medview.qt.panels.query_retrieve import QueryRetrievePanel
 from medview.qt.panels.series_browser import SeriesBrowser
 from medview.qt.panels.study_browser import StudyBrowser
+from medview.qt.text import display_date
 from medview.qt.views.slice_view import TOOLS
 from medview.qt.views.view_grid import LAYOUTS, ViewGrid
 from medview.qt.workers import Worker, start
@@ -86,8 +87,7 @@ def _title(volume: Volume) -> str:
     source = os.path.basename(meta.source.rstrip("/"))
     if source and not source.endswith(".sqlite"):
         return source
-    date = meta.study_date
-    when = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date
+    when = display_date(meta.study_date)
     number = f"series {meta.series_number}" if meta.series_number is not None else "series"
     return " ".join(part for part in (meta.modality, number, f"of {when}" if when else "") if part)
 

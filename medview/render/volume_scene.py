@@ -372,7 +372,8 @@ class VolumeScene:
 
     @property
     def full_quality_pending(self) -> bool:
-        """The full-quality mapper is still being prepared in the background (frames come from the LOD)."""
+        """A mapper is still being prepared in the background: the LOD's (frames show no volume yet) or the
+        full-quality one (frames come from the LOD)."""
         return self._pending_full is not None or self._pending_lod is not None
 
     def take_full_quality(self, wait_s: float = 0.0) -> bool:

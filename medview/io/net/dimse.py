@@ -420,7 +420,7 @@ def send(node: Node, paths: Iterable[str | Path], *, timeout: float = DEFAULT_TI
     _config.STORE_SEND_CHUNKED_DATASET = True  # a path given to send_c_store is streamed from the file
     with associate(node, contexts, timeout, service) as assoc, _capture() as capture:
         accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
-        for index, (path, sop_class, _syntax) in enumerate(entries):
+        for index, (path, sop_class, syntax) in enumerate(entries):
             if not any(a[0] == sop_class for a in accepted):
                 failed += 1
                 first_failure = first_failure or f"SOP class {sop_class} not accepted by the peer"
@@ -431,7 +431,7 @@ def send(node: Node, paths: Iterable[str | Path], *, timeout: float = DEFAULT_TI
                     # the file's own encoding accepted: its bytes go out as they are on disk (pynetdicom streams
                     # them, no parse and re-encode: a third of the send's CPU); else pydicom reads it and
                     # pynetdicom converts it to the accepted little-endian syntax
-                    status = assoc.send_c_store(path if (sop_class, _syntax) in accepted else pydicom.dcmread(path))
+                    status = assoc.send_c_store(path if (sop_class, syntax) in accepted else pydicom.dcmread(path))
             except ValueError as exc:  # no accepted context for this file's transfer syntax
                 failed += 1
                 first_failure = first_failure or str(exc)

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from medview.core.errors import MedviewError
 from medview.qt.panels.study_browser import DATE_PRESETS, date_range
+from medview.qt.text import display_date, display_name
 from medview.qt.views.flow_layout import FlowLayout
 from medview.qt.workers import Worker, start
 
@@ -97,9 +98,9 @@ def _cell(key: str, value) -> str:
     if value is None:
         return ""
     if key == "PatientName":
-        return str(value).replace("^", " ").strip()
-    if key == "StudyDate" and len(str(value)) == 8:
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+        return display_name(value)
+    if key == "StudyDate":
+        return display_date(value)
     if isinstance(value, list):
         return "/".join(str(v) for v in value)
     return str(value)

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from medview.core.errors import MedviewError
 from medview.qt.panels.series_browser import SeriesBrowser
+from medview.qt.text import display_date, display_name
 from medview.qt.views.flow_layout import FlowLayout
 from medview.qt.workers import Worker, start
 
@@ -116,9 +117,9 @@ class StudyTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             value = row.get(key, "")
             if key == "PatientName":
-                return str(value).replace("^", " ").strip()
-            if key == "StudyDate" and len(value) == 8:
-                return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+                return display_name(value)
+            if key == "StudyDate":
+                return display_date(value)
             if isinstance(value, list):
                 return "/".join(value)
             text = str(value)
@@ -267,10 +268,9 @@ class StudyBrowser(QWidget):
 
     def _study_title(self, row: dict) -> str:
         """How the preview names a study: patient (unless Hide PHI is on), date, modalities; not its UID."""
-        date = str(row.get("StudyDate") or "")
         modalities = row.get("ModalitiesInStudy") or ""
-        parts = [] if self.hide_phi() else [str(row.get("PatientName") or "").replace("^", " ").strip()]
-        parts += [f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else date,
+        parts = [] if self.hide_phi() else [display_name(row.get("PatientName"))]
+        parts += [display_date(row.get("StudyDate")),
                   "/".join(modalities) if isinstance(modalities, list) else str(modalities)]
         return " · ".join(p for p in parts if p) or "This study"
 

@@ -35,6 +35,7 @@ from medview.app.measurements import Measurement
 from medview.app.viewer import VIEWS, ViewerState
 from medview.core.errors import MedviewError
 from medview.core.geometry import slice_position_text
+from medview.qt.text import display_date
 from medview.qt.views.overlay import OverlayLayer, SliceGraphicsView, nice_length, projection_view
 from medview.qt.views.slice_image import SliceImageItem
 
@@ -755,7 +756,7 @@ class SliceView(QWidget):
         top_left = []
         if not self.state.hide_phi:
             top_left += [md.patient_name.replace("^", " ") or "(no name)", f"ID {md.patient_id or '-'}",
-                         f"{_format_date(md.study_date)}"]
+                         f"{display_date(md.study_date, '-')}"]
         top_left += [f"{md.modality} {md.series_description}".strip()]
         mm_per_px = (x1 - x0) / view_px
         zoom = (plane.spacing[0] / mm_per_px) if mm_per_px > 0 else 1.0
@@ -930,6 +931,3 @@ def _normal_axis_length(geometry, plane: Plane) -> int:
     axis = int(np.argmax(np.abs(geometry.direction_matrix.T @ plane.normal())))
     return geometry.size_xyz[axis]
 
-
-def _format_date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value or "-"

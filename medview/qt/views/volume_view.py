@@ -159,7 +159,6 @@ class VolumeView3D(QWidget):
         self._kept_events: list = []  # input on the 3D view during a frame: replayed when it ends
         self.frames_abandoned = 0
         self._full_shown = False  # the last frame completed was full quality
-        self._frames_of_volume = 0  # frames completed since the volume was set (the first one shows the LOD)
 
         self.preset = QComboBox()
         for key in list_presets():
@@ -277,7 +276,6 @@ class VolumeView3D(QWidget):
         if id(volume) == self._volume_id:
             return
         self._volume_id = id(volume)
-        self._frames_of_volume = 0
         self.scene.set_volume(volume, progressive=True)
         if self.scene.full_quality_pending:
             self._full_quality_timer.start()
@@ -541,16 +539,11 @@ class VolumeView3D(QWidget):
             if self._render_again:
                 self.request_render()
             self._full_shown = full
-            self._frames_of_volume += 1
             self.rendered.emit("full" if full else "lod")
 
     def _full_quality_ready(self) -> None:
         if self._in_render:
             return  # polled again in 30 ms, after the frame (a frame is not abandoned for this)
-        if not self.closed and self._frames_of_volume == 0 and self.isVisible():
-            # the first picture first: its (LOD) gradients and the thread's full ones would share the cores, and
-            # the first frame, which lets no event through while it computes them, took twice as long
-            return
         if self.closed or not self.scene.full_quality_pending:
             self._full_quality_timer.stop()
         elif self.scene.take_full_quality():
